@@ -1,0 +1,191 @@
+"""Budgets shared by every transfer of a manager: memory (bytes) and connections (slots).
+
+Both are created inside the running loop by the manager, never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+class MemoryBudget:
+    """A byte budget taken *before* a part is read, so peak memory stays bounded.
+
+    FIFO: a large request is not starved by a stream of small ones.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, n: int) -> None:
+        if n > self.limit:
+            raise ValueError(f"request of {n} bytes exceeds the memory limit of {self.limit}")
+        if not self._waiters and self.in_use + n <= self.limit:
+            self._take(n)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Granted just as we were cancelled: hand the bytes back.
+                self.release(n)
+            else:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+
+    def _take(self, n: int) -> None:
+        self.in_use += n
+        self.peak = max(self.peak, self.in_use)
+
+    def release(self, n: int) -> None:
+        self.in_use -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if self.in_use + n > self.limit:
+                return
+            self._waiters.popleft()
+            self._take(n)
+            fut.set_result(None)
+
+    @asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        await self.acquire(n)
+        try:
+            yield
+        finally:
+            self.release(n)
+
+
+class Priority:
+    """Lower is served first: metadata requests before data."""
+
+    CONTROL = 0  # Create/Complete/Abort multipart, HEAD, LIST
+    DATA = 10  # parts and ranges
+
+
+@dataclass(frozen=True)
+class BudgetStats:
+    limit: int
+    in_use: int
+    waiting: int
+    peak: int
+
+
+class ConnectionBudget:
+    """Slots for requests in flight, one budget for everything a manager does.
+
+    The limit can change at run time (adaptive concurrency lowers it on
+    SlowDown); lowering it never revokes a held slot, it only stops new grants.
+    Waiters are served by priority, FIFO within a priority.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def set_limit(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._wake()
+
+    async def acquire(self, priority: int = Priority.DATA) -> None:
+        if not self._heap and self.in_use < self._limit:
+            self._grant()
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (priority, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()
+            raise
+
+    def _grant(self) -> None:
+        self.in_use += 1
+        self.peak = max(self.peak, self.in_use)
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._heap and self.in_use < self._limit:
+            _, _, fut = heapq.heappop(self._heap)
+            if fut.done():
+                continue
+            self._grant()
+            fut.set_result(None)
+
+    @asynccontextmanager
+    async def slot(self, priority: int = Priority.DATA) -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def stats(self) -> BudgetStats:
+        waiting = sum(1 for _, _, f in self._heap if not f.done())
+        return BudgetStats(self._limit, self.in_use, waiting, self.peak)
+
+
+class BufferPool:
+    """Part buffers taken from a MemoryBudget and reused.
+
+    A fresh 16 MiB bytearray costs 4,096 page faults when first written;
+    reusing buffers removes that (~0.1 s of CPU per GiB here).  Idle buffers
+    plus buffers in use never exceed the budget's limit, so the budget is a
+    true bound on what the pool holds.
+    """
+
+    def __init__(self, memory: MemoryBudget) -> None:
+        self.memory = memory
+        self._free: dict[int, list[bytearray]] = {}
+        self._free_bytes = 0
+
+    async def get(self, size: int) -> bytearray:
+        await self.memory.acquire(size)
+        free = self._free.get(size)
+        if free:
+            self._free_bytes -= size
+            return free.pop()
+        # Make room: idle buffers of other sizes are dropped first.
+        while self._free_bytes and self.memory.in_use + self._free_bytes > self.memory.limit:
+            for sz, bufs in self._free.items():
+                if bufs:
+                    bufs.pop()
+                    self._free_bytes -= sz
+                    break
+        return bytearray(size)
+
+    def put(self, buf: bytearray) -> None:
+        size = len(buf)
+        self._free.setdefault(size, []).append(buf)
+        self._free_bytes += size
+        self.memory.release(size)

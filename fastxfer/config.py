@@ -1,0 +1,159 @@
+"""TransferConfig: every knob of a TransferManager, frozen and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fastxfer.errors import InvalidConfig
+from fastxfer.limits import GiB, MAX_PART_SIZE, MIN_PART_SIZE, MiB
+
+ChecksumMode = Literal["auto", "server", "client", "md5", "off"]
+"""How integrity is ensured (see README "Integrity"):
+
+``server``
+    CRC64NVME flexible checksums on every part and a FULL_OBJECT CRC64NVME on
+    completion; the server verifies them (AWS S3, MinIO, moto).
+``client``
+    A CRC64NVME of the whole object is computed before the upload and stored as
+    user metadata ``fastxfer-crc64nvme``; every download recomputes it before
+    the file is renamed into place.  Works on any server that keeps user
+    metadata (rclone serve s3 verifies nothing but Content-MD5).  Sources that
+    cannot be read twice (async iterables) fall back to Content-MD5 per part.
+``md5``
+    Content-MD5 on every request, verified by the server; costs ~1.7 s of CPU
+    per GiB.
+``off``
+    Nothing beyond TCP and the size check.
+``auto``
+    ``server`` for AWS (no endpoint URL), ``client`` for any other endpoint.
+"""
+
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER_IR",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "REDUCED_REDUNDANCY",
+        "EXPRESS_ONEZONE",
+    }
+)
+
+
+def validate_storage_class(name: str) -> str:
+    """Return the canonical storage class name or raise InvalidConfig."""
+    canon = name.strip().upper().replace("-", "_")
+    if canon not in STORAGE_CLASSES:
+        raise InvalidConfig(
+            f"invalid storage class {name!r}",
+            hint="choose one of " + ", ".join(sorted(STORAGE_CLASSES)),
+        )
+    return canon
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferConfig:
+    """Settings for a :class:`~fastxfer.TransferManager`.
+
+    Sizes are bytes, times are seconds.  Example::
+
+        TransferConfig(endpoint_url="http://127.0.0.1:9000", max_concurrency=32,
+                       part_size=16 * MiB, memory_limit=512 * MiB)
+    """
+
+    endpoint_url: str | None = None
+    """S3 endpoint; None means AWS S3 for ``region``."""
+    region: str | None = None
+    """Region; defaults to the profile's region, else us-east-1."""
+    profile: str | None = None
+    """AWS profile from ~/.aws/config; None uses the standard credential chain."""
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] | None = None
+    """None: path-style for custom endpoints, auto for AWS."""
+    verify_tls: bool | str = True
+    """False to skip TLS verification, or a CA bundle path."""
+
+    max_concurrency: int = 32
+    """Connection budget: requests in flight at once, over every transfer."""
+    max_active_transfers: int | None = None
+    """Objects transferring at once (None: same as max_concurrency)."""
+    multipart_threshold: int = 16 * MiB
+    """Objects at or above this size use multipart upload / ranged GETs."""
+    part_size: int = 16 * MiB
+    """Preferred part size; raised automatically to fit 10,000 parts."""
+    memory_limit: int = 512 * MiB
+    """Upper bound on part buffers held in memory at once."""
+    io_chunk_size: int = 1 * MiB
+    """Chunk in which downloads are read from the socket and written to disk."""
+
+    checksum: ChecksumMode = "auto"
+    storage_class: str | None = None
+    """Storage class for uploads (None: the bucket default, STANDARD)."""
+
+    max_attempts: int = 5
+    """Attempts per request in botocore and per part/range in fastxfer."""
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    abort_timeout: float = 30.0
+    """How long an AbortMultipartUpload may take during cleanup."""
+    fsync: bool = True
+    """fsync downloaded files before renaming them into place."""
+
+    extra_client_kwargs: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: float) -> None:
+            if value <= 0:
+                raise InvalidConfig(f"{name} must be positive, got {value}")
+
+        positive("max_concurrency", self.max_concurrency)
+        if self.max_concurrency > 1024:
+            raise InvalidConfig(f"max_concurrency {self.max_concurrency} is above the 1024 limit")
+        if self.max_active_transfers is not None:
+            positive("max_active_transfers", self.max_active_transfers)
+        positive("multipart_threshold", self.multipart_threshold)
+        positive("io_chunk_size", self.io_chunk_size)
+        positive("connect_timeout", self.connect_timeout)
+        positive("read_timeout", self.read_timeout)
+        positive("abort_timeout", self.abort_timeout)
+        positive("max_attempts", self.max_attempts)
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise InvalidConfig(
+                f"part size {self.part_size} is outside S3's limits",
+                hint="use a value between 5 MiB and 5 GiB",
+            )
+        if self.memory_limit < self.part_size:
+            raise InvalidConfig(
+                f"memory limit {self.memory_limit} is smaller than the part size {self.part_size}",
+                hint="raise --memory-limit or lower --part-size",
+            )
+        if self.memory_limit > 64 * GiB:
+            raise InvalidConfig(f"memory limit {self.memory_limit} is above 64 GiB")
+        if self.checksum not in ("auto", "server", "client", "md5", "off"):
+            raise InvalidConfig(
+                f"invalid checksum mode {self.checksum!r}",
+                hint="choose auto, server, client, md5 or off",
+            )
+        if self.storage_class is not None:
+            object.__setattr__(self, "storage_class", validate_storage_class(self.storage_class))
+
+    @property
+    def active_transfers(self) -> int:
+        return self.max_active_transfers or self.max_concurrency
+
+    @property
+    def effective_checksum(self) -> Literal["server", "client", "md5", "off"]:
+        if self.checksum == "auto":
+            return "server" if self.endpoint_url is None else "client"
+        return self.checksum
+
+    def replace(self, **changes: object) -> TransferConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

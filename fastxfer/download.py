@@ -1,0 +1,314 @@
+"""Downloads: HEAD, then concurrent ranged GETs written with pwrite into a temp file.
+
+The temp file sits next to the destination (same filesystem, so the final
+rename is atomic); it is verified (size, and CRC64NVME when the object carries
+one) before ``os.replace``.  On any failure it is deleted: the destination
+never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from fastxfer import integrity
+from fastxfer.budget import Priority
+from fastxfer.errors import (
+    ColdObject,
+    FastxferError,
+    IntegrityError,
+    LocalFileError,
+    TransferFailed,
+    is_retryable_code,
+    translate,
+)
+from fastxfer.planning import fit_part_size
+from fastxfer.upload import _first_error
+
+if TYPE_CHECKING:
+    from fastxfer.manager import ObjectInfo, TransferManager
+    from fastxfer.transfer import _Tracker
+
+log = logging.getLogger("fastxfer")
+
+# Errors while reading a response body: the range is resumed where it stopped.
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+    from botocore import exceptions as bce
+
+    return (
+        *_STREAM_ERRORS,
+        aiohttp.ClientPayloadError,
+        aiohttp.ClientConnectionError,
+        bce.ReadTimeoutError,
+        bce.ConnectionClosedError,
+        bce.ResponseStreamingError,
+        IncompleteRange,
+    )
+
+
+class IncompleteRange(Exception):
+    """The server closed a ranged GET before sending every byte."""
+
+
+def temp_path_for(dest: str) -> str:
+    d, name = os.path.split(os.path.abspath(dest))
+    return os.path.join(d, f".{name}.fastxfer-{secrets.token_hex(4)}.tmp")
+
+
+def _expected_crc(info: ObjectInfo) -> int | None:
+    meta = info.metadata.get(integrity.METADATA_KEY)
+    if meta:
+        return integrity.from_b64(meta)
+    # A composite (checksum-of-checksums) value cannot be compared with the
+    # CRC of the bytes; only FULL_OBJECT (or a single PUT's) can.
+    if info.checksum_crc64nvme and "-" not in info.checksum_crc64nvme and (
+        info.checksum_type in (None, "FULL_OBJECT")
+    ):
+        return integrity.from_b64(info.checksum_crc64nvme)
+    return None
+
+
+async def run_download(
+    tm: TransferManager, bucket: str, key: str, dest: str, tracker: _Tracker
+) -> None:
+    cfg = tm.config
+    info = await tm.head(bucket, key)
+    tracker.size = info.size
+    tracker.storage_class = info.storage_class
+    tracker.etag = info.etag
+    if info.is_cold:
+        state = "is being restored" if info.restore else "has not been restored"
+        raise ColdObject(
+            f"s3://{bucket}/{key} is in {info.storage_class} and {state}",
+            hint=f"run `fastxfer restore s3://{bucket}/{key}` first, then download it",
+            code="InvalidObjectState",
+            bucket=bucket,
+            key=key,
+        )
+    parent = os.path.dirname(os.path.abspath(dest))
+    if os.path.isdir(dest):
+        raise LocalFileError(f"{dest}: is a directory", hint="give a file name, or use --recursive")
+    if not os.path.isdir(parent):
+        raise LocalFileError(f"{parent}: no such directory")
+
+    tmp = temp_path_for(dest)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise translate(exc) from exc
+    ok = False
+    try:
+        if info.size:
+            _reserve(fd, info.size, tmp)
+        crc = await _fetch_all(tm, bucket, key, info, fd, tracker)
+        expected = _expected_crc(info)
+        if cfg.effective_checksum != "off" and expected is not None:
+            if crc != expected:
+                raise IntegrityError(
+                    f"s3://{bucket}/{key}: CRC64NVME mismatch "
+                    f"(got {integrity.to_b64(crc)}, object says {integrity.to_b64(expected)}); "
+                    "the download was discarded",
+                    hint="retry; if it persists the stored object is damaged",
+                )
+            tracker.verified = "client"
+        elif cfg.effective_checksum == "md5" and info.etag.strip('"').isalnum() and (
+            "-" not in info.etag
+        ):
+            digest = await asyncio.get_running_loop().run_in_executor(None, _md5_file, fd, info.size)
+            if digest != info.etag.strip('"'):
+                raise IntegrityError(f"s3://{bucket}/{key}: MD5 does not match the ETag")
+            tracker.verified = "md5"
+        else:
+            tracker.verified = "size"
+        tracker.checksum = integrity.to_b64(crc)
+        st = os.fstat(fd)
+        if st.st_size != info.size:
+            raise IntegrityError(f"s3://{bucket}/{key}: wrote {st.st_size} bytes, expected {info.size}")
+        if cfg.fsync:
+            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, dest)
+        ok = True
+    except OSError as exc:
+        raise translate(exc) from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    tracker.progress(0, flush=True)
+
+
+def _reserve(fd: int, size: int, path: str) -> None:
+    """Reserve the space up front so a full disk fails now, not at 99%."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            os.ftruncate(fd, size)
+        else:
+            exc.filename = path
+            raise
+
+
+def _md5_file(fd: int, size: int) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    off = 0
+    while off < size:
+        chunk = os.pread(fd, 8 * 1024 * 1024, off)
+        if not chunk:
+            break
+        h.update(chunk)
+        off += len(chunk)
+    return h.hexdigest()
+
+
+async def _fetch_all(
+    tm: TransferManager, bucket: str, key: str, info: ObjectInfo, fd: int, tracker: _Tracker
+) -> int:
+    """Fetch every range concurrently; return the CRC64NVME of the whole object."""
+    cfg = tm.config
+    size = info.size
+    if size == 0:
+        tracker.parts_total = tracker.parts_done = 1
+        return 0
+    ranged = size >= cfg.multipart_threshold
+    part = fit_part_size(size, cfg.part_size) if ranged else size
+    count = -(-size // part)
+    tracker.parts_total = count
+    tracker.multipart = count > 1
+    crcs: list[int] = [0] * count
+    errors = _stream_errors()
+
+    async def fetch(index: int) -> None:
+        try:
+            start = index * part
+            end = min(size, start + part)
+            pos = start
+            crc = 0
+            attempt = 0
+            while pos < end:
+                before = pos
+                try:
+                    pos, crc = await _get_range(
+                        tm, bucket, key, info, fd, pos, end, crc, ranged, tracker
+                    )
+                except (_Resumable, *errors) as exc:
+                    cause: BaseException = exc
+                    if isinstance(exc, _Resumable):
+                        pos, crc = exc.pos, exc.crc
+                        cause = exc.cause
+                    if pos > before:
+                        attempt = 0  # progress was made: a fresh budget for the rest
+                    attempt += 1
+                    if attempt >= cfg.max_attempts:
+                        raise translate(cause, bucket=bucket, key=key, op="download") from cause
+                    tracker.retries += 1
+                    log.info("range %d-%d of %s: %s; resuming at %d", start, end, key, cause, pos)
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                    continue
+                if pos == before:
+                    raise TransferFailed(f"s3://{bucket}/{key}: server sent no data at {pos}")
+            crcs[index] = crc
+            tracker.parts_done += 1
+        finally:
+            tm.connections.release()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(count):
+                # Take the slot before creating the task so a huge object does
+                # not create thousands of waiting tasks.
+                await tm.connections.acquire(Priority.DATA)
+                tg.create_task(fetch(i))
+    except BaseExceptionGroup as eg:
+        raise _first_error(eg) from eg
+
+    total = crcs[0]
+    for i in range(1, count):
+        ln = min(part, size - i * part)
+        total = integrity.combine(total, crcs[i], ln)
+    return total
+
+
+async def _get_range(
+    tm: TransferManager,
+    bucket: str,
+    key: str,
+    info: ObjectInfo,
+    fd: int,
+    pos: int,
+    end: int,
+    crc: int,
+    ranged: bool,
+    tracker: _Tracker,
+) -> tuple[int, int]:
+    """GET [pos, end) and write it at pos; returns (new pos, running crc).
+
+    On a stream error the exception carries the progress made so far through
+    the caller's retry loop: pos and crc are updated as bytes land, so the
+    caller resumes exactly where the data stopped.
+    """
+    kw: dict[str, Any] = {}
+    if ranged or pos > 0:
+        kw["Range"] = f"bytes={pos}-{end - 1}"
+    if info.etag:
+        kw["IfMatch"] = info.etag
+    try:
+        resp = await tm.client.get_object(Bucket=bucket, Key=key, **kw)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            err = translate(exc, bucket=bucket, key=key, op="GET")
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412"):
+                raise TransferFailed(
+                    f"s3://{bucket}/{key} changed while it was downloaded",
+                    hint="download it again",
+                ) from exc
+            if not is_retryable_code(str(code)) or isinstance(err, FastxferError):
+                raise err from exc
+        raise
+    chunk_size = tm.config.io_chunk_size
+    body = resp["Body"]
+    stream = body.content if hasattr(body, "content") else body
+    try:
+        async with body:
+            while pos < end:
+                data = await stream.read(min(chunk_size, end - pos))
+                if not data:
+                    raise IncompleteRange(f"connection closed at byte {pos} of range ending {end}")
+                n = len(data)
+                if pos + n > end:
+                    raise IntegrityError(f"s3://{bucket}/{key}: server sent more bytes than asked")
+                os.pwrite(fd, data, pos)
+                crc = integrity.crc64nvme(data, crc)
+                pos += n
+                tracker.progress(n)
+    except _stream_errors() as exc:
+        raise _Resumable(pos, crc, exc) from exc
+    return pos, crc
+
+
+class _Resumable(Exception):
+    def __init__(self, pos: int, crc: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.pos = pos
+        self.crc = crc
+        self.cause = cause

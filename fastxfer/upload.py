@@ -1,0 +1,432 @@
+"""Uploads: one PutObject below the threshold, concurrent multipart above it.
+
+The multipart abort is registered the moment the UploadId exists and runs
+shielded with a time bound, whatever ends the upload (error, cancellation).
+Part buffers come from the manager's memory budget *before* the part is read
+(backpressure before memory), so peak memory is bounded by configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastxfer import integrity
+from fastxfer.body import PartBody
+from fastxfer.budget import BufferPool, Priority
+from fastxfer.errors import (
+    FastxferError,
+    IntegrityError,
+    InvalidConfig,
+    LocalFileError,
+    TransferFailed,
+    translate,
+)
+from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
+from fastxfer.planning import fit_part_size
+from fastxfer.shielded import run_cleanup
+
+if TYPE_CHECKING:
+    from fastxfer.manager import TransferManager, UploadSource
+    from fastxfer.transfer import _Tracker
+
+
+@dataclass(slots=True)
+class UploadJob:
+    source: UploadSource
+    bucket: str
+    key: str
+    size: int | None
+    storage_class: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+class _Reader:
+    """Sequential reads of a source into caller-provided buffers."""
+
+    size: int | None = None
+
+    async def readinto(self, buf: memoryview) -> int:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    async def check_unchanged(self) -> None:
+        return None
+
+
+class _FileReader(_Reader):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise translate(exc) from exc
+        st = os.fstat(self.fd)
+        if not os.path.isfile(path):
+            os.close(self.fd)
+            raise LocalFileError(f"{path}: not a regular file", hint="use --recursive for folders")
+        self.size = st.st_size
+        self._mtime = st.st_mtime_ns
+        self.offset = 0
+
+    async def readinto(self, buf: memoryview) -> int:
+        loop = asyncio.get_running_loop()
+        total = 0
+        while total < len(buf):
+            n = await loop.run_in_executor(
+                None, os.preadv, self.fd, [buf[total:]], self.offset + total
+            )
+            if n == 0:
+                break
+            total += n
+        self.offset += total
+        return total
+
+    async def check_unchanged(self) -> None:
+        st = os.fstat(self.fd)
+        if st.st_size != self.size or st.st_mtime_ns != self._mtime:
+            raise LocalFileError(
+                f"{self.path} changed while it was being uploaded",
+                hint="upload it again once it is no longer being written",
+            )
+
+    async def close(self) -> None:
+        os.close(self.fd)
+
+
+class _BytesReader(_Reader):
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = memoryview(data).cast("B")
+        self.size = len(self.data)
+        self.offset = 0
+
+    async def readinto(self, buf: memoryview) -> int:
+        n = min(len(buf), self.size - self.offset)
+        buf[:n] = self.data[self.offset : self.offset + n]
+        self.offset += n
+        return n
+
+
+class _StreamReader(_Reader):
+    def __init__(self, stream: AsyncIterable[bytes], size: int | None) -> None:
+        self.it: AsyncIterator[bytes] = aiter(stream)
+        self.size = size
+        self.pending = memoryview(b"")
+        self.done = False
+
+    async def readinto(self, buf: memoryview) -> int:
+        total = 0
+        while total < len(buf):
+            if not self.pending:
+                if self.done:
+                    break
+                try:
+                    chunk = await anext(self.it)
+                except StopAsyncIteration:
+                    self.done = True
+                    break
+                self.pending = memoryview(chunk).cast("B")
+            n = min(len(self.pending), len(buf) - total)
+            buf[total : total + n] = self.pending[:n]
+            self.pending = self.pending[n:]
+            total += n
+        return total
+
+    async def close(self) -> None:
+        aclose = getattr(self.it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _open(job: UploadJob) -> _Reader:
+    src = job.source
+    if isinstance(src, str | os.PathLike):
+        return _FileReader(os.fspath(src))
+    if isinstance(src, bytes | bytearray | memoryview):
+        return _BytesReader(src)
+    return _StreamReader(src, job.size)
+
+
+async def run_upload(tm: TransferManager, job: UploadJob, tracker: _Tracker) -> None:
+    reader = _open(job)
+    try:
+        await _upload(tm, job, reader, tracker)
+    finally:
+        await reader.close()
+
+
+async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker: _Tracker) -> None:
+    cfg = tm.config
+    mode = cfg.effective_checksum
+    metadata = dict(job.metadata)
+    extra: dict[str, Any] = {}
+    if job.storage_class:
+        extra["StorageClass"] = job.storage_class
+    if job.content_type:
+        extra["ContentType"] = job.content_type
+    tracker.size = reader.size
+
+    pool = BufferPool(tm.memory)
+    size = reader.size
+    if mode == "client" and isinstance(reader, _FileReader) and size and size >= cfg.multipart_threshold:
+        # The whole-object CRC must be known when the upload is created, as
+        # user metadata is fixed then: one mmap pass over the file.
+        crc, _ = await asyncio.get_running_loop().run_in_executor(
+            None, integrity.file_crc64nvme, reader.path
+        )
+        metadata[integrity.METADATA_KEY] = integrity.to_b64(crc)
+    elif mode == "client" and isinstance(reader, _BytesReader) and size is not None:
+        metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))
+
+    part_size = fit_part_size(size, cfg.part_size) if size is not None else cfg.part_size
+    if part_size > tm.memory.limit:
+        raise InvalidConfig(
+            f"{job.key}: needs parts of {part_size} bytes, above the memory limit {tm.memory.limit}",
+            hint="raise --memory-limit",
+        )
+
+    # Read the first part: it decides between one PUT and multipart (the size
+    # of a stream is not known in advance).
+    first_len = min(part_size, size) if size is not None else part_size
+    single = size is not None and size < cfg.multipart_threshold
+    if single:
+        first_len = size or 0
+    buf = await pool.get(max(first_len, 1))
+    try:
+        n = await reader.readinto(memoryview(buf)[:first_len])
+        at_eof = n < first_len or (size is not None and n == size)
+        if size is None and n == first_len:
+            # A stream that fills the first part exactly may still have more.
+            at_eof = False
+        if single or (at_eof and n < cfg.multipart_threshold):
+            if size is not None and n != size:
+                raise LocalFileError(
+                    f"{job.key}: source gave {n} bytes, expected {size}",
+                    hint="the file changed while it was read",
+                )
+            await reader.check_unchanged()
+            await _put_single(tm, job, memoryview(buf)[:n], metadata, extra, mode, tracker)
+            pool.put(buf)
+            return
+    except BaseException:
+        pool.put(buf)
+        raise
+    await _multipart(tm, job, reader, pool, buf, n, part_size, metadata, extra, mode, tracker)
+
+
+async def _put_single(
+    tm: TransferManager,
+    job: UploadJob,
+    data: memoryview,
+    metadata: dict[str, str],
+    extra: dict[str, Any],
+    mode: str,
+    tracker: _Tracker,
+) -> None:
+    # The buffer stays ours until the request returns: released by the caller.
+    kw = dict(extra)
+    crc = integrity.crc64nvme(data) if len(data) else 0
+    if mode == "client":
+        metadata.setdefault(integrity.METADATA_KEY, integrity.to_b64(crc))
+    elif mode == "server":
+        kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
+    elif mode == "md5":
+        kw["ContentMD5"] = integrity.md5_b64(data)
+    if len(data) > MAX_SINGLE_PUT:
+        raise InvalidConfig("single PUT above 5 GiB")
+    r = await tm.request(
+        "put_object",
+        bucket=job.bucket,
+        key=job.key,
+        priority=Priority.DATA,
+        what="upload",
+        Body=PartBody(data, on_sent=tracker.progress),
+        ContentLength=len(data),
+        Metadata=metadata,
+        **kw,
+    )
+    tracker.parts_total = tracker.parts_done = 1
+    tracker.etag = r.get("ETag")
+    tracker.checksum = integrity.to_b64(crc)
+    tracker.verified = mode if mode != "off" else None
+    tracker.progress(0, flush=True)
+
+
+async def _multipart(
+    tm: TransferManager,
+    job: UploadJob,
+    reader: _Reader,
+    pool: BufferPool,
+    first_buf: bytearray,
+    first_n: int,
+    part_size: int,
+    metadata: dict[str, str],
+    extra: dict[str, Any],
+    mode: str,
+    tracker: _Tracker,
+) -> None:
+    cfg = tm.config
+    tracker.multipart = True
+    if mode == "client" and integrity.METADATA_KEY not in metadata:
+        # A stream cannot be read twice for a whole-object CRC up front:
+        # let the server check every part's Content-MD5 instead.
+        mode = "md5"
+    if reader.size is not None:
+        tracker.parts_total = max(1, -(-reader.size // part_size))
+    create_kw = dict(extra)
+    if mode == "server":
+        create_kw["ChecksumAlgorithm"] = "CRC64NVME"
+        create_kw["ChecksumType"] = "FULL_OBJECT"
+    try:
+        created = await tm.request(
+            "create_multipart_upload",
+            bucket=job.bucket,
+            key=job.key,
+            what="create upload",
+            Metadata=metadata,
+            **create_kw,
+        )
+    except BaseException:
+        pool.put(first_buf)
+        raise
+    upload_id: str = created["UploadId"]
+
+    async def abort() -> None:
+        await tm.request(
+            "abort_multipart_upload",
+            bucket=job.bucket,
+            key=job.key,
+            UploadId=upload_id,
+            what="abort upload",
+        )
+
+    parts: dict[int, dict[str, Any]] = {}
+    crcs: dict[int, tuple[int, int]] = {}
+
+    async def send(number: int, buf: bytearray, length: int) -> None:
+        try:
+            data = memoryview(buf)[:length]
+            kw: dict[str, Any] = {}
+            if mode == "server":
+                crc = await asyncio.get_running_loop().run_in_executor(
+                    None, integrity.crc64nvme, data
+                )
+                crcs[number] = (crc, length)
+                kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
+            elif mode == "md5":
+                kw["ContentMD5"] = await asyncio.get_running_loop().run_in_executor(
+                    None, integrity.md5_b64, data
+                )
+            body = PartBody(data, on_sent=tracker.progress)
+            r = await tm.request(
+                "upload_part",
+                bucket=job.bucket,
+                key=job.key,
+                priority=Priority.DATA,
+                what=f"upload part {number}",
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=length,
+                **kw,
+            )
+            entry: dict[str, Any] = {"PartNumber": number, "ETag": r["ETag"]}
+            parts[number] = entry
+            tracker.parts_done += 1
+        finally:
+            pool.put(buf)
+
+    try:
+        total = 0
+        number = 1
+        async with asyncio.TaskGroup() as tg:
+            buf, n = first_buf, first_n
+            while True:
+                if number > MAX_PARTS:
+                    pool.put(buf)
+                    raise InvalidConfig(
+                        f"{job.key}: stream longer than {MAX_PARTS} parts of {part_size} bytes",
+                        hint="pass size= or raise --part-size",
+                    )
+                total += n
+                tg.create_task(send(number, buf, n))
+                if n < part_size or (reader.size is not None and total >= reader.size):
+                    break
+                number += 1
+                # Backpressure: wait for memory before reading the next part.
+                buf = await pool.get(part_size)
+                try:
+                    n = await reader.readinto(memoryview(buf)[:part_size])
+                except BaseException:
+                    pool.put(buf)
+                    raise
+                if n == 0:
+                    pool.put(buf)
+                    number -= 1
+                    break
+        if reader.size is not None and total != reader.size:
+            raise LocalFileError(
+                f"{job.key}: source gave {total} bytes, expected {reader.size}",
+                hint="the file changed while it was read",
+            )
+        await reader.check_unchanged()
+        complete_kw: dict[str, Any] = {}
+        full_crc: int | None = None
+        if mode == "server":
+            full_crc = 0
+            for i in range(1, number + 1):
+                c, ln = crcs[i]
+                full_crc = integrity.combine(full_crc, c, ln) if i > 1 else c
+            complete_kw["ChecksumCRC64NVME"] = integrity.to_b64(full_crc)
+            complete_kw["ChecksumType"] = "FULL_OBJECT"
+        r = await tm.request(
+            "complete_multipart_upload",
+            bucket=job.bucket,
+            key=job.key,
+            what="complete upload",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [parts[i] for i in range(1, number + 1)]},
+            **complete_kw,
+        )
+    except BaseException as exc:
+        await run_cleanup(abort(), timeout=cfg.abort_timeout)
+        if isinstance(exc, BaseExceptionGroup):
+            raise _first_error(exc) from exc
+        raise
+    tracker.etag = r.get("ETag")
+    if full_crc is not None:
+        tracker.checksum = integrity.to_b64(full_crc)
+    elif integrity.METADATA_KEY in metadata:
+        tracker.checksum = metadata[integrity.METADATA_KEY]
+    tracker.verified = mode if mode != "off" else None
+    tracker.progress(0, flush=True)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most telling error of a TaskGroup failure (cancellations last)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, FastxferError):
+            return e
+    for e in leaves:
+        if not isinstance(e, asyncio.CancelledError):
+            return translate(e) if isinstance(e, Exception) else e
+    return leaves[0] if leaves else TransferFailed("upload failed")
+
+
+__all__ = ["IntegrityError", "UploadJob", "run_upload"]
