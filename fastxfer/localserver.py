@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from fastxfer.errors import FastxferError
 
@@ -128,11 +128,32 @@ class LocalS3Server:
                 time.sleep(0.05)
 
     def make_bucket(self, name: str | None = None) -> str:
-        """Create a bucket (a folder of root) and return its name."""
+        """Create a bucket through the S3 API and return its name.
+
+        (Through the API rather than mkdir: rclone caches directory listings,
+        so a folder made behind its back can stay invisible for minutes.)
+        """
         name = name or "fx-" + secrets.token_hex(5)
-        assert self.root is not None
-        os.makedirs(os.path.join(self.root, name), exist_ok=True)
+        self.client().create_bucket(Bucket=name)
         return name
+
+    def client(self) -> Any:
+        """A boto3 client with the settings this server needs (see test-servers notes)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
 
     @property
     def pid(self) -> int | None:

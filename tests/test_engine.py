@@ -1,0 +1,302 @@
+"""The transfer engine against a real S3 server (rclone serve s3 on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from fastxfer import (
+    BadCredentials,
+    BaseSubscriber,
+    IntegrityError,
+    LocalFileError,
+    NoSuchBucket,
+    NoSuchKey,
+    ProgressEvent,
+    TransferConfig,
+    TransferManager,
+    TransferStats,
+)
+from fastxfer.integrity import METADATA_KEY
+from fastxfer.limits import MiB
+from fastxfer.localserver import LocalS3Server
+
+from faultproxy import FaultProxy
+
+
+def write_random(path: str, size: int) -> bytes:
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+def leftovers(directory: str) -> list[str]:
+    return [n for n in os.listdir(directory) if ".fastxfer-" in n]
+
+
+class Recorder(BaseSubscriber):
+    def __init__(self) -> None:
+        self.queued: list[TransferStats] = []
+        self.events: list[ProgressEvent] = []
+        self.done: list[TransferStats] = []
+
+    def on_queued(self, stats: TransferStats) -> None:
+        self.queued.append(stats)
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        self.events.append(event)
+
+    def on_done(self, stats: TransferStats) -> None:
+        self.done.append(stats)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 5 * MiB, 16 * MiB - 1, 16 * MiB, 16 * MiB + 1, 5 * 16 * MiB + 12345],
+    ids=["empty", "1B", "5MiB", "threshold-1", "one-part", "part+1", "5.x-parts"],
+)
+async def test_roundtrip_sizes(
+    tm: TransferManager, bucket: str, work_dir: str, s3: Any, size: int
+) -> None:
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, size)
+    up = await tm.upload(src, bucket, "obj")
+    assert up.state == "done"
+    assert up.bytes_done == size
+    assert up.multipart == (size >= 16 * MiB)
+    head = s3.head_object(Bucket=bucket, Key="obj")
+    assert head["ContentLength"] == size
+    dst = os.path.join(work_dir, "dst")
+    down = await tm.download(bucket, "obj", dst)
+    assert down.verified == "client"  # the whole-object CRC64NVME was checked
+    with open(dst, "rb") as f:
+        assert f.read() == data
+    assert leftovers(work_dir) == []
+
+
+async def test_upload_bytes_and_stream(tm: TransferManager, bucket: str, s3: Any) -> None:
+    blob = os.urandom(3 * MiB)
+    await tm.upload(blob, bucket, "bytes")
+    assert s3.get_object(Bucket=bucket, Key="bytes")["Body"].read() == blob
+
+    big = os.urandom(40 * MiB + 3)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 1_000_003):  # odd chunk sizes on purpose
+            yield big[i : i + 1_000_003]
+            await asyncio.sleep(0)
+
+    st = await tm.upload(chunks(), bucket, "stream")
+    assert st.multipart and st.parts_done == 3
+    assert s3.get_object(Bucket=bucket, Key="stream")["Body"].read() == big
+
+
+async def test_stream_of_exactly_one_part(tm: TransferManager, bucket: str, s3: Any) -> None:
+    data = os.urandom(16 * MiB)
+
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    await tm.upload(one(), bucket, "exact")
+    assert s3.get_object(Bucket=bucket, Key="exact")["Body"].read() == data
+
+
+async def test_names_with_spaces_and_unicode(tm: TransferManager, bucket: str, work_dir: str) -> None:
+    key = "dir with space/ünïcødé — 名前 + 50%.bin"
+    src = os.path.join(work_dir, "a b é.bin")
+    data = write_random(src, 1000)
+    await tm.upload(src, bucket, key)
+    dst = os.path.join(work_dir, "ç d.bin")
+    await tm.download(bucket, key, dst)
+    with open(dst, "rb") as f:
+        assert f.read() == data
+
+
+async def test_many_files_share_the_budgets(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    cfg = make_config(max_concurrency=6, memory_limit=64 * MiB, part_size=5 * MiB)
+    paths = []
+    for i in range(24):
+        p = os.path.join(work_dir, f"f{i}")
+        write_random(p, 11 * MiB if i % 3 == 0 else 300_000)
+        paths.append(p)
+    rec = Recorder()
+    async with TransferManager(cfg, subscribers=[rec]) as tm:
+        handles = [tm.upload(p, bucket, f"k/{i}") for i, p in enumerate(paths)]
+        await asyncio.gather(*handles)
+        stats = tm.stats()
+    assert stats.connections_peak <= 6
+    assert stats.memory_peak <= 64 * MiB
+    assert len(rec.queued) == len(rec.done) == 24
+    assert sum(e.bytes_delta for e in rec.events) == sum(os.path.getsize(p) for p in paths)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="k/")
+    assert listed["KeyCount"] == 24
+
+
+async def test_memory_is_bounded_whatever_the_file_size(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str
+) -> None:
+    cfg = make_config(max_concurrency=16, memory_limit=20 * MiB, part_size=5 * MiB)
+    src = os.path.join(work_dir, "big")
+    write_random(src, 100 * MiB)
+    async with TransferManager(cfg) as tm:
+        await tm.upload(src, bucket, "big")
+        assert tm.stats().memory_peak <= 20 * MiB
+        assert tm.memory.in_use == 0
+
+
+async def test_download_missing_key_leaves_nothing(
+    tm: TransferManager, bucket: str, work_dir: str
+) -> None:
+    dst = os.path.join(work_dir, "never")
+    with pytest.raises(NoSuchKey, match="does not exist"):
+        await tm.download(bucket, "missing", dst)
+    assert os.listdir(work_dir) == []
+
+
+async def test_missing_bucket(tm: TransferManager, work_dir: str) -> None:
+    with pytest.raises(NoSuchBucket, match="does not exist"):
+        await tm.upload(b"x", "no-such-bucket-fx", "k")
+    src = os.path.join(work_dir, "big")
+    write_random(src, 20 * MiB)
+    with pytest.raises(NoSuchBucket):
+        await tm.upload(src, "no-such-bucket-fx", "k")
+
+
+async def test_missing_local_file(tm: TransferManager, bucket: str) -> None:
+    with pytest.raises(LocalFileError, match="no such file"):
+        await tm.upload("/nonexistent/file", bucket, "k")
+
+
+async def test_bad_credentials(rclone_server: LocalS3Server, bucket: str) -> None:
+    cfg = TransferConfig(
+        endpoint_url=rclone_server.endpoint_url,
+        aws_access_key_id="wrong",
+        aws_secret_access_key="wrong",
+    )
+    async with TransferManager(cfg) as tm:
+        with pytest.raises(BadCredentials, match="rejected the credentials"):
+            await tm.upload(b"x", bucket, "k")
+
+
+async def test_failed_multipart_upload_is_aborted(
+    tm: TransferManager, bucket: str, work_dir: str
+) -> None:
+    """A file that changes while it uploads fails, and leaves no multipart upload."""
+    src = os.path.join(work_dir, "growing")
+    write_random(src, 40 * MiB)
+
+    class Grow(BaseSubscriber):
+        def on_progress(self, event: ProgressEvent) -> None:
+            with open(src, "ab") as f:
+                f.write(b"more")
+
+    with pytest.raises(LocalFileError, match="changed while"):
+        await tm.upload(src, bucket, "growing", subscribers=[Grow()])
+    assert await tm.list_multipart_uploads(bucket) == []
+
+
+async def test_cancelled_upload_is_aborted(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "big")
+    write_random(src, 200 * MiB)
+    async with TransferManager(make_config(max_concurrency=2, part_size=5 * MiB)) as tm:
+        h = tm.upload(src, bucket, "cancelled")
+        while h.stats().parts_done < 2:
+            await asyncio.sleep(0.01)
+        assert h.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await h
+        assert h.stats().state == "cancelled"
+        assert await tm.list_multipart_uploads(bucket) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+async def test_cancelled_download_leaves_no_file(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str
+) -> None:
+    src = os.path.join(work_dir, "big")
+    write_random(src, 100 * MiB)
+    async with TransferManager(make_config(max_concurrency=2, io_chunk_size=64 * 1024)) as tm:
+        await tm.upload(src, bucket, "big")
+        dst = os.path.join(work_dir, "dst")
+        h = tm.download(bucket, "big", dst)
+        while h.stats().bytes_done < 10 * MiB:
+            await asyncio.sleep(0.005)
+        h.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await h
+    assert not os.path.exists(dst)
+    assert leftovers(work_dir) == []
+
+
+async def test_corrupt_object_is_detected_and_discarded(
+    tm: TransferManager, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """An object whose bytes do not match its CRC64NVME is never renamed into place."""
+    data = os.urandom(20 * MiB)
+    s3.put_object(Bucket=bucket, Key="bad", Body=data, Metadata={METADATA_KEY: "AAAAAAAAAAE="})
+    dst = os.path.join(work_dir, "bad")
+    with pytest.raises(IntegrityError, match="CRC64NVME mismatch"):
+        await tm.download(bucket, "bad", dst)
+    assert not os.path.exists(dst)
+    assert leftovers(work_dir) == []
+
+
+async def test_range_cut_mid_stream_is_resumed(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    data = os.urandom(48 * MiB)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+    async with FaultProxy(
+        "127.0.0.1", rclone_server.port, cut_response_after=3 * MiB, faults=2
+    ) as proxy:
+        cfg = TransferConfig(
+            endpoint_url=proxy.endpoint_url,
+            aws_access_key_id=rclone_server.access_key,
+            aws_secret_access_key=rclone_server.secret_key,
+            max_concurrency=4,
+        )
+        async with TransferManager(cfg) as tm:
+            dst = os.path.join(work_dir, "obj")
+            st = await tm.download(bucket, "obj", dst)
+        assert proxy.cuts == 2
+    assert st.retries >= 1
+    with open(dst, "rb") as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+
+
+async def test_part_cut_mid_stream_is_resent(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 40 * MiB)
+    async with FaultProxy(
+        "127.0.0.1", rclone_server.port, cut_request_after=6 * MiB, faults=1
+    ) as proxy:
+        cfg = TransferConfig(
+            endpoint_url=proxy.endpoint_url,
+            aws_access_key_id=rclone_server.access_key,
+            aws_secret_access_key=rclone_server.secret_key,
+            max_concurrency=4,
+        )
+        async with TransferManager(cfg) as tm:
+            st = await tm.upload(src, bucket, "obj")
+            assert await tm.list_multipart_uploads(bucket) == []
+        assert proxy.cuts == 1
+    assert st.bytes_done == len(data)
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+
+
+async def test_download_into_missing_directory(tm: TransferManager, bucket: str) -> None:
+    await tm.upload(b"abc", bucket, "k")
+    with pytest.raises(LocalFileError, match="no such directory"):
+        await tm.download(bucket, "k", "/nonexistent-dir/x")

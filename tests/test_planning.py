@@ -1,0 +1,101 @@
+"""Pure logic: part planning, units, config validation, URL parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastxfer import InvalidConfig, InvalidS3Url, TransferConfig
+from fastxfer.limits import GiB, MAX_PARTS, MiB, TiB
+from fastxfer.planning import fit_part_size, plan_parts
+from fastxfer.s3url import parse_s3_url
+from fastxfer.units import parse_rate, parse_size
+
+
+@pytest.mark.parametrize(
+    ("size", "preferred", "expected"),
+    [
+        (0, 16 * MiB, 16 * MiB),
+        (1, 16 * MiB, 16 * MiB),
+        (1 * GiB, 16 * MiB, 16 * MiB),
+        (1 * GiB, 1 * MiB, 5 * MiB),  # raised to S3's minimum
+        (MAX_PARTS * 16 * MiB, 16 * MiB, 16 * MiB),  # exactly 10,000 parts
+        (MAX_PARTS * 16 * MiB + 1, 16 * MiB, 17 * MiB),  # one byte more: bigger parts
+        (5 * TiB, 16 * MiB, 525 * MiB),  # S3's largest object
+    ],
+)
+def test_fit_part_size(size: int, preferred: int, expected: int) -> None:
+    part = fit_part_size(size, preferred)
+    assert part == expected
+    assert -(-size // part) <= MAX_PARTS
+
+
+def test_object_above_5tib_is_refused() -> None:
+    with pytest.raises(InvalidConfig, match="5 TiB"):
+        fit_part_size(5 * TiB + 1, 16 * MiB)
+
+
+def test_plan_parts_covers_every_byte() -> None:
+    plan = plan_parts(100 * MiB + 7, 16 * MiB)
+    spans = [plan.part(i) for i in range(1, plan.count + 1)]
+    assert spans[0] == (0, 16 * MiB)
+    assert spans[-1] == (96 * MiB, 4 * MiB + 7)
+    assert sum(n for _, n in spans) == 100 * MiB + 7
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("16MiB", 16 * MiB), ("1.5GiB", 3 * GiB // 2), ("500M", 500_000_000), ("42", 42), ("8k", 8000)],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "12XB", "-5M", "1..2M"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(InvalidConfig, match="invalid"):
+        parse_size(text)
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("4MiB/s") == 4 * MiB
+    assert parse_rate("off") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"part_size": 1 * MiB}, "outside S3's limits"),
+        ({"part_size": 6 * GiB}, "outside S3's limits"),
+        ({"max_concurrency": 0}, "must be positive"),
+        ({"memory_limit": 8 * MiB, "part_size": 16 * MiB}, "smaller than the part size"),
+        ({"storage_class": "FROZEN"}, "invalid storage class"),
+        ({"checksum": "sha1"}, "invalid checksum mode"),
+    ],
+)
+def test_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidConfig, match=message):
+        TransferConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_storage_class_is_canonicalised() -> None:
+    assert TransferConfig(storage_class="deep-archive").storage_class == "DEEP_ARCHIVE"
+
+
+def test_checksum_auto() -> None:
+    assert TransferConfig().effective_checksum == "server"
+    assert TransferConfig(endpoint_url="http://127.0.0.1:1").effective_checksum == "client"
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "key"),
+    [("s3://b1x/k", "b1x", "k"), ("s3://bkt", "bkt", ""), ("s3://bkt/a/b c/é", "bkt", "a/b c/é")],
+)
+def test_parse_s3_url(url: str, bucket: str, key: str) -> None:
+    u = parse_s3_url(url)
+    assert (u.bucket, u.key) == (bucket, key)
+
+
+@pytest.mark.parametrize("url", ["s3:/b/k", "s3://", "http://b/k", "s3://b/k", "s3://bad_bucket!/k"])
+def test_parse_s3_url_rejects(url: str) -> None:
+    with pytest.raises(InvalidS3Url):
+        parse_s3_url(url)
