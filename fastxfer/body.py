@@ -19,6 +19,7 @@ signing and automatic checksums are off.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
@@ -53,7 +54,9 @@ class PartBody(Payload):
     async def write(self, writer: AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
 
-    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
         end = len(self._mv) if content_length is None else min(content_length, len(self._mv))
         if self.sent and self._on_sent is not None:
             # A retry: take back what the failed attempt reported.
@@ -100,5 +103,3 @@ class PartBody(Payload):
 
     def __repr__(self) -> str:
         return f"<PartBody {len(self._mv)} bytes>"
-
-

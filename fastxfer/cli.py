@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -246,7 +247,9 @@ async def _plan_cp(tm: Any, args: argparse.Namespace) -> tuple[list[_Job], list[
                         skipped.append(path)
                         continue
                     rel = os.path.relpath(path, src).replace(os.sep, "/")
-                    jobs.append(_Job("upload", path, url.bucket, prefix + rel, os.path.getsize(path)))
+                    jobs.append(
+                        _Job("upload", path, url.bucket, prefix + rel, os.path.getsize(path))
+                    )
         else:
             if not os.access(src, os.R_OK):
                 raise LocalFileError(f"{src}: permission denied")
@@ -282,10 +285,9 @@ async def _preflight_bucket(tm: Any, bucket: str) -> None:
     """Fail fast, with the server's own error code, on a wrong bucket or credentials."""
     from fastxfer.errors import AccessDenied
 
-    try:
+    # Credentials may lack ListBucket and still be allowed to write.
+    with contextlib.suppress(AccessDenied):
         await tm.request("list_objects_v2", bucket=bucket, what="check bucket", MaxKeys=1)
-    except AccessDenied:
-        pass  # may lack ListBucket but still be allowed to write
 
 
 async def _cmd_cp(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fastxfer.errors import InvalidConfig
-from fastxfer.limits import GiB, MAX_PART_SIZE, MIN_PART_SIZE, MiB
+from fastxfer.limits import MAX_PART_SIZE, MIN_PART_SIZE, GiB, MiB
 
 ChecksumMode = Literal["auto", "server", "client", "md5", "off"]
 """How integrity is ensured (see README "Integrity"):

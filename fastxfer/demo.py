@@ -94,7 +94,8 @@ def run_demo(*, total: int, files: int, concurrency: int, progress: bool, as_jso
         else:
             print(
                 f"upload   {format_size(nbytes)} in {t_up:.2f} s  {format_rate(nbytes / t_up)}\n"
-                f"download {format_size(nbytes)} in {t_down:.2f} s  {format_rate(nbytes / t_down)}\n"
+                f"download {format_size(nbytes)} in {t_down:.2f} s  "
+                f"{format_rate(nbytes / t_down)}\n"
                 f"round trip byte-identical: {'yes' if same else 'NO'}",
                 file=out,
             )

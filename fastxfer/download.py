@@ -9,6 +9,7 @@ never holds a partial file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -70,8 +71,10 @@ def _expected_crc(info: ObjectInfo) -> int | None:
         return integrity.from_b64(meta)
     # A composite (checksum-of-checksums) value cannot be compared with the
     # CRC of the bytes; only FULL_OBJECT (or a single PUT's) can.
-    if info.checksum_crc64nvme and "-" not in info.checksum_crc64nvme and (
-        info.checksum_type in (None, "FULL_OBJECT")
+    if (
+        info.checksum_crc64nvme
+        and "-" not in info.checksum_crc64nvme
+        and (info.checksum_type in (None, "FULL_OBJECT"))
     ):
         return integrity.from_b64(info.checksum_crc64nvme)
     return None
@@ -120,10 +123,14 @@ async def run_download(
                     hint="retry; if it persists the stored object is damaged",
                 )
             tracker.verified = "client"
-        elif cfg.effective_checksum == "md5" and info.etag.strip('"').isalnum() and (
-            "-" not in info.etag
+        elif (
+            cfg.effective_checksum == "md5"
+            and info.etag.strip('"').isalnum()
+            and ("-" not in info.etag)
         ):
-            digest = await asyncio.get_running_loop().run_in_executor(None, _md5_file, fd, info.size)
+            digest = await asyncio.get_running_loop().run_in_executor(
+                None, _md5_file, fd, info.size
+            )
             if digest != info.etag.strip('"'):
                 raise IntegrityError(f"s3://{bucket}/{key}: MD5 does not match the ETag")
             tracker.verified = "md5"
@@ -132,7 +139,9 @@ async def run_download(
         tracker.checksum = integrity.to_b64(crc)
         st = os.fstat(fd)
         if st.st_size != info.size:
-            raise IntegrityError(f"s3://{bucket}/{key}: wrote {st.st_size} bytes, expected {info.size}")
+            raise IntegrityError(
+                f"s3://{bucket}/{key}: wrote {st.st_size} bytes, expected {info.size}"
+            )
         if cfg.fsync:
             await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
         os.close(fd)
@@ -145,10 +154,8 @@ async def run_download(
         if fd >= 0:
             os.close(fd)
         if not ok:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
     tracker.progress(0, flush=True)
 
 
@@ -191,7 +198,7 @@ async def _fetch_all(
     tracker.parts_total = count
     tracker.multipart = count > 1
     crcs: list[int] = [0] * count
-    errors = _stream_errors()
+    retryable: tuple[type[BaseException], ...] = (_Resumable, *_stream_errors())
 
     async def fetch(index: int) -> None:
         try:
@@ -206,7 +213,7 @@ async def _fetch_all(
                     pos, crc = await _get_range(
                         tm, bucket, key, info, fd, pos, end, crc, ranged, tracker
                     )
-                except (_Resumable, *errors) as exc:
+                except retryable as exc:
                     cause: BaseException = exc
                     if isinstance(exc, _Resumable):
                         pos, crc = exc.pos, exc.crc

@@ -188,7 +188,9 @@ def translate(
                 f"bucket {bucket!r} does not exist", hint="create it first or check the name", **kw
             )
         if code in ("NoSuchKey",) or (code == "404" and key):
-            return NoSuchKey(f"{where} does not exist", hint="check the key with `fastxfer ls`", **kw)
+            return NoSuchKey(
+                f"{where} does not exist", hint="check the key with `fastxfer ls`", **kw
+            )
         if code == "404":
             return NoSuchBucket(
                 f"bucket {bucket!r} does not exist", hint="create it first or check the name", **kw

@@ -128,7 +128,7 @@ class TransferManager:
                     aws_session_token=cfg.aws_session_token,
                     verify=cfg.verify_tls,
                     config=aio_config,
-                    **cfg.extra_client_kwargs,  # type: ignore[arg-type]
+                    **cfg.extra_client_kwargs,
                 )
             )
         except BaseException as exc:
@@ -215,7 +215,9 @@ class TransferManager:
                     tracker.finish("failed", str(exc))
                     raise
                 except Exception as exc:
-                    err = translate(exc, bucket=tracker.bucket, key=tracker.key, op=tracker.direction)
+                    err = translate(
+                        exc, bucket=tracker.bucket, key=tracker.key, op=tracker.direction
+                    )
                     tracker.finish("failed", str(err))
                     raise err from exc
                 tracker.finish("done")
@@ -351,7 +353,9 @@ class TransferManager:
         out: list[dict[str, Any]] = []
         kw: dict[str, Any] = {"Prefix": prefix}
         while True:
-            r = await self.request("list_multipart_uploads", bucket=bucket, what="LIST uploads", **kw)
+            r = await self.request(
+                "list_multipart_uploads", bucket=bucket, what="LIST uploads", **kw
+            )
             out.extend(r.get("Uploads", []))
             if not r.get("IsTruncated"):
                 return out

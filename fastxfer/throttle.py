@@ -188,9 +188,11 @@ class TokenBucket:
     already taken are given back (up to ``burst``), so nothing leaks.
     """
 
-    # Float rounding: treat "short by a millionth of a byte" as enough, or a
-    # FakeClock could spin on sleeps too small to move time.
-    _EPSILON: Final = 1e-6
+    # Float rounding: after sleeping the computed time the bucket may still be
+    # short by (ulp of the clock) x rate tokens, and the next sleep may be too
+    # small to move the clock at all.  One microsecond's worth of tokens is
+    # "enough"; it covers clocks up to ~10^9 s.
+    _SLACK_SECONDS: Final = 1e-6
 
     def __init__(self, rate: float, burst: float, clock: Clock, *, initial: float = 0.0) -> None:
         self._rate = _check_rate(rate, "rate")
@@ -239,7 +241,7 @@ class TokenBucket:
         if n == 0 or (self._rate == 0 and self._queued == 0):
             return
         self._refill()
-        if self._queued == 0 and self._tokens + self._EPSILON >= n:
+        if self._queued == 0 and self._has(n):
             self._tokens -= n
             return
         if self._lock is None:
@@ -259,7 +261,7 @@ class TokenBucket:
                     return
                 self._refill()
                 want = min(n - taken, self._burst)
-                if self._tokens + self._EPSILON >= want:
+                if self._has(want):
                     self._tokens -= want
                     taken += want
                 else:
@@ -277,6 +279,9 @@ class TokenBucket:
         finally:
             self._sleeper = None
             sleeper.cancel()
+
+    def _has(self, n: float) -> bool:
+        return self._tokens + 1e-6 + self._rate * self._SLACK_SECONDS >= n
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
@@ -702,10 +707,9 @@ class AdjustableSemaphore:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # granted, then cancelled before running: pass it on
-            elif entry in self._waiters:
+            elif entry in self._waiters:  # frees no capacity: nobody else to wake
                 self._waiters.remove(entry)
                 heapq.heapify(self._waiters)
-                self._wake()
             raise
 
     def release(self) -> None:

@@ -103,11 +103,12 @@ class _FileReader(_Reader):
 class _BytesReader(_Reader):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self.data = memoryview(data).cast("B")
-        self.size = len(self.data)
+        self.length = len(self.data)
+        self.size = self.length
         self.offset = 0
 
     async def readinto(self, buf: memoryview) -> int:
-        n = min(len(buf), self.size - self.offset)
+        n = min(len(buf), self.length - self.offset)
         buf[:n] = self.data[self.offset : self.offset + n]
         self.offset += n
         return n
@@ -174,7 +175,12 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
 
     pool = BufferPool(tm.memory)
     size = reader.size
-    if mode == "client" and isinstance(reader, _FileReader) and size and size >= cfg.multipart_threshold:
+    if (
+        mode == "client"
+        and isinstance(reader, _FileReader)
+        and size
+        and size >= cfg.multipart_threshold
+    ):
         # The whole-object CRC must be known when the upload is created, as
         # user metadata is fixed then: one mmap pass over the file.
         crc, _ = await asyncio.get_running_loop().run_in_executor(
@@ -187,7 +193,8 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
     part_size = fit_part_size(size, cfg.part_size) if size is not None else cfg.part_size
     if part_size > tm.memory.limit:
         raise InvalidConfig(
-            f"{job.key}: needs parts of {part_size} bytes, above the memory limit {tm.memory.limit}",
+            f"{job.key}: needs parts of {part_size} bytes, "
+            f"above the memory limit {tm.memory.limit}",
             hint="raise --memory-limit",
         )
 

@@ -25,9 +25,11 @@ def _tmpfs() -> str | None:
 @pytest.fixture(scope="session")
 def rclone_server() -> Iterator[LocalS3Server]:
     """rclone serve s3 on tmpfs, one per test session."""
-    with tempfile.TemporaryDirectory(prefix="fx-rclone-", dir=_tmpfs()) as root:
-        with LocalS3Server(root=root) as srv:
-            yield srv
+    with (
+        tempfile.TemporaryDirectory(prefix="fx-rclone-", dir=_tmpfs()) as root,
+        LocalS3Server(root=root) as srv,
+    ):
+        yield srv
 
 
 @pytest.fixture
@@ -80,7 +82,9 @@ def boto3_client(endpoint: str, key: str, secret: str) -> Any:
 @pytest.fixture
 def s3(rclone_server: LocalS3Server) -> Any:
     """A plain boto3 client on the rclone server, to check what fastxfer did."""
-    return boto3_client(rclone_server.endpoint_url, rclone_server.access_key, rclone_server.secret_key)
+    return boto3_client(
+        rclone_server.endpoint_url, rclone_server.access_key, rclone_server.secret_key
+    )
 
 
 @pytest.fixture(scope="session")

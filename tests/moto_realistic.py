@@ -88,9 +88,13 @@ class Event(NamedTuple):
 class RealisticMotoServer:
     """moto with AWS-like restore timing and request accounting, in a subprocess.
 
-    >>> with RealisticMotoServer(restore_delay=0.5) as server:
-    ...     s3 = boto3.client("s3", **server.client_kwargs(), config=Config(
-    ...         s3={"addressing_style": "path"}))
+    Example::
+
+        with RealisticMotoServer(restore_delay=0.5) as server:
+            config = Config(s3={"addressing_style": "path"})
+            s3 = boto3.client("s3", **server.client_kwargs(), config=config)
+            ...
+            assert server.counts()["RestoreObject"] == 1000
     """
 
     def __init__(self, restore_delay: float = 3.0, *, list_restore_status: bool = True) -> None:
@@ -107,6 +111,8 @@ class RealisticMotoServer:
             return self
         args = [
             sys.executable,
+            "-W",
+            "ignore::DeprecationWarning",  # even under PYTHONWARNINGS=error
             os.path.abspath(__file__),
             "--port",
             "0",
@@ -203,8 +209,16 @@ class RealisticMotoServer:
 
     def key_counts(self, bucket: str, key: str) -> dict[str, int]:
         """Requests served so far for one object, by S3 operation name."""
-        rows: list[list[Any]] = self._control("GET", "key-counts")
-        return {op: n for b, k, op, n in rows if (b, k) == (bucket, key)}
+        counts: dict[str, int] = self._control("POST", "key-counts", {"bucket": bucket, "key": key})
+        return counts
+
+    def counts_by_key(self) -> dict[tuple[str, str], dict[str, int]]:
+        """``key_counts`` of every (bucket, key) requested so far, in one call.
+
+        Bucket-level requests appear under key ``""``, ListBuckets under ``("", "")``.
+        """
+        rows: list[list[Any]] = self._control("POST", "key-counts", {})
+        return {(bucket, key): counts for bucket, key, counts in rows}
 
     def restore_requests(self, bucket: str, key: str) -> int:
         """RestoreObject requests for one object (whatever they were answered)."""
@@ -212,9 +226,8 @@ class RealisticMotoServer:
 
     def events(self, op: str | None = None) -> list[Event]:
         """Requests served (and restores completed) so far, oldest first."""
-        rows: list[list[Any]] = self._control("GET", "events")
-        events = [Event(*row) for row in rows]
-        return [e for e in events if op is None or e.op == op]
+        rows: list[list[Any]] = self._control("POST", "events", {"op": op})
+        return [Event(*row) for row in rows]
 
     def restore_completed_at(self, bucket: str, key: str) -> float | None:
         """``time.monotonic()`` when the object's (first) restore completed, if it has."""
@@ -365,14 +378,14 @@ class _ServerState:
         self.restore_delay = restore_delay
         self.list_restore_status = list_restore_status
         self.counts: Counter[str] = Counter()
-        self.key_counts: Counter[tuple[str, str, str]] = Counter()
+        self.key_counts: dict[tuple[str, str], Counter[str]] = {}
         self.events: list[Event] = []
         self.restores: list[tuple[float, str, str]] = []  # (completes at, bucket, key)
 
     def record(self, event: Event) -> None:
         with self.lock:
             self.counts[event.op] += 1
-            self.key_counts[event.bucket, event.key, event.op] += 1
+            self.key_counts.setdefault((event.bucket, event.key), Counter())[event.op] += 1
             self.events.append(event)
 
     def record_restore(self, ready_at: float, bucket: str, key: str) -> None:
@@ -387,13 +400,14 @@ class _ServerState:
             self.events.clear()
             self.restores = [r for r in self.restores if r[0] > now]
 
-    def snapshot_events(self) -> list[Event]:
+    def snapshot_events(self, op: str | None) -> list[Event]:
         now = time.monotonic()
         with self.lock:
             done = [
                 Event(t, RESTORE_COMPLETED, b, k, None) for t, b, k in self.restores if t <= now
             ]
-            return sorted([*self.events, *done], key=lambda e: e.time)
+            events = [e for e in [*self.events, *done] if op is None or e.op == op]
+        return sorted(events, key=lambda e: e.time)
 
 
 def _patch_moto(state: _ServerState) -> None:
@@ -545,15 +559,20 @@ class _Accounting:
 
     def control(self, name: str, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         state = self.state
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        args: dict[str, Any] = json.loads(environ["wsgi.input"].read(length) or b"{}")
         result: Any = {}
         if name == "counts":
             with state.lock:
                 result = dict(state.counts)
         elif name == "key-counts":
             with state.lock:
-                result = [[b, k, op, n] for (b, k, op), n in state.key_counts.items()]
+                if "bucket" in args:
+                    result = dict(state.key_counts.get((args["bucket"], args["key"]), {}))
+                else:
+                    result = [[b, k, dict(c)] for (b, k), c in state.key_counts.items()]
         elif name == "events":
-            result = state.snapshot_events()
+            result = state.snapshot_events(args.get("op"))
         elif name == "reset":
             self.reset_moto()
             state.clear()
@@ -562,11 +581,9 @@ class _Accounting:
         elif name == "reset-counts":
             state.clear()
         elif name == "config":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            config = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            state.restore_delay = float(config.get("restore_delay", state.restore_delay))
+            state.restore_delay = float(args.get("restore_delay", state.restore_delay))
             state.list_restore_status = bool(
-                config.get("list_restore_status", state.list_restore_status)
+                args.get("list_restore_status", state.list_restore_status)
             )
         else:
             start_response("404 Not Found", [("Content-Type", "text/plain")])

@@ -93,7 +93,8 @@ async def test_upload_bytes_and_stream(tm: TransferManager, bucket: str, s3: Any
             await asyncio.sleep(0)
 
     st = await tm.upload(chunks(), bucket, "stream")
-    assert st.multipart and st.parts_done == 3
+    assert st.multipart
+    assert st.parts_done == 3
     assert s3.get_object(Bucket=bucket, Key="stream")["Body"].read() == big
 
 
@@ -107,7 +108,9 @@ async def test_stream_of_exactly_one_part(tm: TransferManager, bucket: str, s3: 
     assert s3.get_object(Bucket=bucket, Key="exact")["Body"].read() == data
 
 
-async def test_names_with_spaces_and_unicode(tm: TransferManager, bucket: str, work_dir: str) -> None:
+async def test_names_with_spaces_and_unicode(
+    tm: TransferManager, bucket: str, work_dir: str
+) -> None:
     key = "dir with space/ünïcødé — 名前 + 50%.bin"
     src = os.path.join(work_dir, "a b é.bin")
     data = write_random(src, 1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fastxfer import InvalidConfig, InvalidS3Url, TransferConfig
-from fastxfer.limits import GiB, MAX_PARTS, MiB, TiB
+from fastxfer.limits import MAX_PARTS, GiB, MiB, TiB
 from fastxfer.planning import fit_part_size, plan_parts
 from fastxfer.s3url import parse_s3_url
 from fastxfer.units import parse_rate, parse_size
@@ -44,7 +44,13 @@ def test_plan_parts_covers_every_byte() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("16MiB", 16 * MiB), ("1.5GiB", 3 * GiB // 2), ("500M", 500_000_000), ("42", 42), ("8k", 8000)],
+    [
+        ("16MiB", 16 * MiB),
+        ("1.5GiB", 3 * GiB // 2),
+        ("500M", 500_000_000),
+        ("42", 42),
+        ("8k", 8000),
+    ],
 )
 def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
@@ -95,7 +101,9 @@ def test_parse_s3_url(url: str, bucket: str, key: str) -> None:
     assert (u.bucket, u.key) == (bucket, key)
 
 
-@pytest.mark.parametrize("url", ["s3:/b/k", "s3://", "http://b/k", "s3://b/k", "s3://bad_bucket!/k"])
+@pytest.mark.parametrize(
+    "url", ["s3:/b/k", "s3://", "http://b/k", "s3://b/k", "s3://bad_bucket!/k"]
+)
 def test_parse_s3_url_rejects(url: str) -> None:
     with pytest.raises(InvalidS3Url):
         parse_s3_url(url)
