@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -228,6 +229,17 @@ async def test_request_larger_than_burst_proceeds_at_the_cap(
     assert clock.monotonic() == pytest.approx(n / rate)
 
 
+async def test_bucket_high_rate_late_in_time_does_not_spin() -> None:
+    # 10 Gbit/s on a clock at 3e6 s: float rounding must not make it sleep forever
+    # on intervals too small to move the clock.
+    clock = FakeClock(MON)
+    await clock.sleep(3e6)
+    bucket = TokenBucket(1.25e9, 4 * MiB, clock)
+    chunk = 256 * KiB + 7
+    await asyncio.wait_for(asyncio.gather(*(bucket.acquire(chunk) for _ in range(500))), 5)
+    assert clock.monotonic() - 3e6 == pytest.approx(500 * chunk / 1.25e9, rel=1e-3)
+
+
 async def test_bucket_serves_waiters_fifo() -> None:
     clock = FakeClock(MON)
     bucket = TokenBucket(100, 300, clock)
@@ -243,6 +255,21 @@ async def test_bucket_serves_waiters_fifo() -> None:
             await asyncio.sleep(0)  # queue them in this order
     assert [name for name, _ in done] == ["big", "mid", "small"]
     assert [t for _, t in done] == pytest.approx([3.0, 4.0, 4.5])
+
+
+async def test_small_request_does_not_overtake_a_waiting_big_one() -> None:
+    clock = manual_clock()
+    bucket = TokenBucket(100, 1000, clock)
+    big = asyncio.create_task(bucket.acquire(1000))
+    await clock.advance(5)  # 500 tokens earned: enough for `small`, not for `big`
+    small = asyncio.create_task(bucket.acquire(100))
+    await settle(clock)
+    assert not small.done()
+    await clock.advance(5)
+    assert big.done()
+    assert not small.done()
+    await clock.advance(1)
+    assert small.done()
 
 
 @pytest.mark.parametrize(
@@ -415,7 +442,7 @@ async def test_total_cap_and_schedule_take_the_smaller(
 @pytest.mark.parametrize(
     "kwargs", [{"total": -1}, {"up": float("inf")}, {"per_connection": -5}, {"burst": 0}]
 )
-def test_bandwidth_settings_validation(kwargs: dict[str, float]) -> None:
+def test_bandwidth_settings_validation(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidConfig):
         BandwidthSettings(**kwargs)
 
@@ -524,9 +551,7 @@ def test_schedule_next_change_after(
 
 @pytest.mark.parametrize("text", [SPEC_WEEKDAYS, SPEC_WEEKEND, SPEC_DAILY, SPEC_NIGHT])
 @pytest.mark.parametrize("start", [at(0), at(3, 17, 59, 30), at(6, 23, 59)])
-def test_next_change_is_the_first_minute_with_another_rate(
-    text: str, start: dt.datetime
-) -> None:
+def test_next_change_is_the_first_minute_with_another_rate(text: str, start: dt.datetime) -> None:
     schedule = Schedule.parse(text)
     nxt = schedule.next_change_after(start)
     assert nxt is not None
@@ -594,6 +619,7 @@ async def test_aimd_limit(
         (["t:3"], 0.0, 3.0),  # Retry-After is a lower bound
         (["t:0.01"], 1.0, 0.1),
         (["t", "t:5"], 0.0, 5.0),  # even when it arrives within the cooldown
+        (["t:5", "t:1"], 0.0, 5.0),  # the longest Retry-After since the last success
         (["t:3600"], 0.0, 20.0),  # ...but clamped
         (["t:3", "s"], 1.0, 0.0),  # a success clears the backoff
         (["t:3", "s", "+1", "t"], 0.0, 0.05),
