@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
-import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from fastxfer.throttle import AdjustableSemaphore
 
 
 class MemoryBudget:
@@ -90,69 +90,25 @@ class BudgetStats:
     peak: int
 
 
-class ConnectionBudget:
+class ConnectionBudget(AdjustableSemaphore):
     """Slots for requests in flight, one budget for everything a manager does.
 
     The limit can change at run time (adaptive concurrency lowers it on
     SlowDown); lowering it never revokes a held slot, it only stops new grants.
-    Waiters are served by priority, FIFO within a priority.
+    Waiters are served by priority (lower first: metadata before data), FIFO
+    within a priority.  Adds the peak to :class:`AdjustableSemaphore`.
     """
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self.in_use = 0
+        super().__init__(limit)
         self.peak = 0
-        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    def set_limit(self, limit: int) -> None:
-        self._limit = max(1, limit)
-        self._wake()
 
     async def acquire(self, priority: int = Priority.DATA) -> None:
-        if not self._heap and self.in_use < self._limit:
-            self._grant()
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._heap, (priority, next(self._seq), fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            raise
-
-    def _grant(self) -> None:
-        self.in_use += 1
+        await super().acquire(priority)
         self.peak = max(self.peak, self.in_use)
 
-    def release(self) -> None:
-        self.in_use -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._heap and self.in_use < self._limit:
-            _, _, fut = heapq.heappop(self._heap)
-            if fut.done():
-                continue
-            self._grant()
-            fut.set_result(None)
-
-    @asynccontextmanager
-    async def slot(self, priority: int = Priority.DATA) -> AsyncIterator[None]:
-        await self.acquire(priority)
-        try:
-            yield
-        finally:
-            self.release()
-
     def stats(self) -> BudgetStats:
-        waiting = sum(1 for _, _, f in self._heap if not f.done())
-        return BudgetStats(self._limit, self.in_use, waiting, self.peak)
+        return BudgetStats(self.limit, self.in_use, self.waiting, self.peak)
 
 
 class BufferPool:
