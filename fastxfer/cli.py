@@ -23,7 +23,7 @@ from typing import Any
 from fastxfer.config import TransferConfig
 from fastxfer.errors import FastxferError, LocalFileError, UsageError, translate
 from fastxfer.s3url import S3Url, is_s3_url, parse_s3_url
-from fastxfer.units import format_rate, format_size, parse_size
+from fastxfer.units import format_rate, format_size, parse_rate, parse_size
 
 EXIT_INTERRUPTED = 130
 
@@ -57,11 +57,36 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--storage-class", default=None, help="storage class for uploads")
     g.add_argument(
+        "--bwlimit", default=_env("BWLIMIT"), help="cap on bytes/s, both directions (4MiB/s)"
+    )
+    g.add_argument("--bwlimit-up", default=_env("BWLIMIT_UP"), help="cap on upload bytes/s")
+    g.add_argument("--bwlimit-down", default=_env("BWLIMIT_DOWN"), help="cap on download bytes/s")
+    g.add_argument(
+        "--bwlimit-per-connection",
+        default=_env("BWLIMIT_PER_CONNECTION"),
+        help="cap on bytes/s of each connection",
+    )
+    g.add_argument(
+        "--bwlimit-schedule",
+        default=_env("BWLIMIT_SCHEDULE"),
+        help='weekly timetable, e.g. "Mon-Fri 08:00-18:00 4MiB/s, otherwise off"',
+    )
+    g.add_argument("--tps", default=_env("TPS"), help="cap on requests per second")
+    g.add_argument(
         "--checksum",
         default="auto",
         choices=["auto", "server", "client", "md5", "off"],
         help="integrity mode (see README; default auto)",
     )
+
+
+def _env(name: str) -> str | None:
+    """Settings also come from FASTXFER_* environment variables (the duplicity backend)."""
+    return os.environ.get(f"FASTXFER_{name}")
+
+
+def _rate(value: str | None, flag: str) -> float:
+    return parse_rate(value, what=flag) if value else 0.0
 
 
 def _output_options(p: argparse.ArgumentParser) -> None:
@@ -130,11 +155,25 @@ def _config_from(args: argparse.Namespace) -> TransferConfig:
     thr = parse_size(args.multipart_threshold, what="--multipart-threshold")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
+    tps = 0.0
+    if args.tps:
+        try:
+            tps = float(args.tps)
+        except ValueError:
+            raise UsageError(
+                f"invalid --tps {args.tps!r}", hint="a number of requests per second"
+            ) from None
     return TransferConfig(
         endpoint_url=args.endpoint_url,
         profile=args.profile,
         region=args.region,
         verify_tls=not args.no_verify_ssl,
+        bwlimit=_rate(args.bwlimit, "--bwlimit"),
+        bwlimit_up=_rate(args.bwlimit_up, "--bwlimit-up"),
+        bwlimit_down=_rate(args.bwlimit_down, "--bwlimit-down"),
+        bwlimit_per_connection=_rate(args.bwlimit_per_connection, "--bwlimit-per-connection"),
+        bwlimit_schedule=args.bwlimit_schedule,
+        tps=tps,
         max_concurrency=args.concurrency,
         part_size=part,
         memory_limit=mem,

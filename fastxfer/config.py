@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastxfer.errors import InvalidConfig
 from fastxfer.limits import MAX_PART_SIZE, MIN_PART_SIZE, GiB, MiB
+
+if TYPE_CHECKING:
+    from fastxfer.throttle import BandwidthSettings
 
 ChecksumMode = Literal["auto", "server", "client", "md5", "off"]
 """How integrity is ensured (see README "Integrity"):
@@ -106,6 +110,25 @@ class TransferConfig:
     fsync: bool = True
     """fsync downloaded files before renaming them into place."""
 
+    bwlimit: float = 0.0
+    """Cap on bytes/s over all transfers, both directions (0 = unlimited)."""
+    bwlimit_up: float = 0.0
+    """Cap on upload bytes/s (0 = unlimited)."""
+    bwlimit_down: float = 0.0
+    """Cap on download bytes/s (0 = unlimited)."""
+    bwlimit_per_connection: float = 0.0
+    """Cap on bytes/s of each connection (0 = unlimited)."""
+    bwlimit_schedule: str | None = None
+    """Weekly timetable for the total cap, e.g. ``"Mon-Fri 08:00-18:00 4MiB/s, otherwise off"``."""
+    tps: float = 0.0
+    """Requests per second over every request kind (0 = unlimited)."""
+    tps_burst: int = 0
+    """Requests allowed at once above the rate (0: same as ``tps``, at least 1)."""
+    adaptive: bool = True
+    """Halve the request limit on SlowDown and climb back while requests succeed."""
+    throttle_timeout: float = 600.0
+    """How long fastxfer keeps backing off and retrying a request the server throttles."""
+
     extra_client_kwargs: dict[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +164,17 @@ class TransferConfig:
                 f"invalid checksum mode {self.checksum!r}",
                 hint="choose auto, server, client, md5 or off",
             )
+        for name in ("bwlimit", "bwlimit_up", "bwlimit_down", "bwlimit_per_connection", "tps"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                raise InvalidConfig(f"{name} must be a non-negative number, got {value!r}")
+        if self.tps_burst < 0:
+            raise InvalidConfig(f"tps_burst must not be negative, got {self.tps_burst}")
+        positive("throttle_timeout", self.throttle_timeout)
+        if self.bwlimit_schedule is not None:
+            from fastxfer.throttle import Schedule
+
+            Schedule.parse(self.bwlimit_schedule)  # raises InvalidConfig on a bad timetable
         if self.storage_class is not None:
             object.__setattr__(self, "storage_class", validate_storage_class(self.storage_class))
 
@@ -153,6 +187,27 @@ class TransferConfig:
         if self.checksum == "auto":
             return "server" if self.endpoint_url is None else "client"
         return self.checksum
+
+    def bandwidth_settings(self) -> BandwidthSettings:
+        from fastxfer.throttle import BandwidthSettings, Schedule
+
+        return BandwidthSettings(
+            total=self.bwlimit,
+            up=self.bwlimit_up,
+            down=self.bwlimit_down,
+            per_connection=self.bwlimit_per_connection,
+            schedule=Schedule.parse(self.bwlimit_schedule) if self.bwlimit_schedule else None,
+        )
+
+    @property
+    def bandwidth_limited(self) -> bool:
+        return bool(
+            self.bwlimit
+            or self.bwlimit_up
+            or self.bwlimit_down
+            or self.bwlimit_per_connection
+            or self.bwlimit_schedule
+        )
 
     def replace(self, **changes: object) -> TransferConfig:
         """A copy with some fields changed (validated again)."""

@@ -24,11 +24,13 @@ from fastxfer.errors import (
     FastxferError,
     IntegrityError,
     LocalFileError,
+    Throttled,
     TransferFailed,
     is_retryable_code,
     translate,
 )
 from fastxfer.planning import fit_part_size
+from fastxfer.throttle import CHUNK_SIZE
 from fastxfer.upload import _first_error
 
 if TYPE_CHECKING:
@@ -274,6 +276,7 @@ async def _get_range(
         kw["Range"] = f"bytes={pos}-{end - 1}"
     if info.etag:
         kw["IfMatch"] = info.etag
+    await tm.pacer.before_request()
     try:
         resp = await tm.client.get_object(Bucket=bucket, Key=key, **kw)
     except asyncio.CancelledError:
@@ -282,6 +285,9 @@ async def _get_range(
         from botocore.exceptions import ClientError
 
         if isinstance(exc, ClientError):
+            if isinstance(translate(exc), Throttled):
+                tm.pacer.on_throttle()
+                raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
             err = translate(exc, bucket=bucket, key=key, op="GET")
             code = exc.response.get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "412"):
@@ -292,7 +298,10 @@ async def _get_range(
             if not is_retryable_code(str(code)) or isinstance(err, FastxferError):
                 raise err from exc
         raise
-    chunk_size = tm.config.io_chunk_size
+    tm.pacer.on_success()
+    bw = tm.bandwidth
+    conn = bw.new_connection_bucket() if bw is not None else None
+    chunk_size = tm.config.io_chunk_size if bw is None else min(tm.config.io_chunk_size, CHUNK_SIZE)
     body = resp["Body"]
     stream = body.content if hasattr(body, "content") else body
     try:
@@ -302,6 +311,8 @@ async def _get_range(
                 if not data:
                     raise IncompleteRange(f"connection closed at byte {pos} of range ending {end}")
                 n = len(data)
+                if bw is not None:
+                    await bw.acquire(n, "down", conn)
                 if pos + n > end:
                     raise IntegrityError(f"s3://{bucket}/{key}: server sent more bytes than asked")
                 os.pwrite(fd, data, pos)

@@ -116,6 +116,18 @@ class TransferFailed(FastxferError):
     """A transfer failed for a reason not covered by a more specific error."""
 
 
+THROTTLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "503",
+        "TooManyRequests",
+    }
+)
+"""Error codes that mean "slow down": always safe to retry after a pause."""
+
 # Codes that mean "retrying will not help".
 _NOT_RETRYABLE_CODES = frozenset(
     {
@@ -213,7 +225,7 @@ def translate(
                 hint=f"run `fastxfer restore s3://{bucket}/{key}` and download it when it thaws",
                 **kw,
             )
-        if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"):
+        if code in THROTTLE_CODES:
             return Throttled(
                 f"{what}: the server kept asking to slow down{detail}",
                 hint="lower --concurrency or add --tps",

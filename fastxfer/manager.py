@@ -14,8 +14,17 @@ from typing import Any, Self
 
 from fastxfer.budget import ConnectionBudget, MemoryBudget, Priority
 from fastxfer.config import TransferConfig, validate_storage_class
-from fastxfer.errors import FastxferError, TransferFailed, translate
+from fastxfer.errors import (
+    THROTTLE_CODES,
+    FastxferError,
+    S3Error,
+    Throttled,
+    TransferFailed,
+    translate,
+)
+from fastxfer.pacing import Pacer, PacerStats
 from fastxfer.progress import Subscriber
+from fastxfer.throttle import BandwidthLimiter, Clock, SystemClock
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
 
 UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -55,6 +64,7 @@ class ManagerStats:
     memory_in_use: int
     memory_peak: int
     transfers_active: int
+    pacer: PacerStats
 
 
 class TransferManager:
@@ -74,6 +84,7 @@ class TransferManager:
         config: TransferConfig | None = None,
         *,
         subscribers: Iterable[Subscriber] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.config = config or TransferConfig()
         self._subscribers = tuple(subscribers)
@@ -82,6 +93,10 @@ class TransferManager:
         self._memory: MemoryBudget | None = None
         self._connections: ConnectionBudget | None = None
         self._active: asyncio.Semaphore | None = None
+        self._uploads: ConnectionBudget | None = None
+        self._pacer: Pacer | None = None
+        self._bandwidth: BandwidthLimiter | None = None
+        self.clock: Clock = clock or SystemClock()
         self._tasks: set[asyncio.Task[TransferStats]] = set()
         self._ids = itertools.count(1)
 
@@ -95,6 +110,15 @@ class TransferManager:
         self._memory = MemoryBudget(cfg.memory_limit)
         self._connections = ConnectionBudget(cfg.max_concurrency)
         self._active = asyncio.Semaphore(cfg.active_transfers)
+        self._uploads = ConnectionBudget(cfg.active_transfers)
+        self._pacer = Pacer(
+            connections=self._connections,
+            uploads=self._uploads,
+            clock=self.clock,
+            tps=cfg.tps,
+            tps_burst=cfg.tps_burst,
+            adaptive=cfg.adaptive,
+        )
         session = AioSession(profile=cfg.profile) if cfg.profile else AioSession()
         if cfg.profile:
             try:
@@ -131,12 +155,34 @@ class TransferManager:
                     **cfg.extra_client_kwargs,
                 )
             )
+            self._client.meta.events.register("needs-retry.s3", self._on_needs_retry)
+            if cfg.bandwidth_limited:
+                limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
+                await self._stack.enter_async_context(limiter)
+                self._bandwidth = limiter
         except BaseException as exc:
             await self._stack.aclose()
             if isinstance(exc, Exception):
                 raise translate(exc, op="connect") from exc
             raise
         return self
+
+    def _on_needs_retry(self, response: Any = None, **_: Any) -> None:
+        """botocore is about to retry: tell the pacer when it is because of throttling."""
+        if not response or self._pacer is None:
+            return
+        http, parsed = response
+        code = (parsed or {}).get("Error", {}).get("Code", "")
+        status = getattr(http, "status_code", 0)
+        if code in THROTTLE_CODES or status == 503:
+            retry_after: float | None = None
+            raw = getattr(http, "headers", {}).get("retry-after")
+            if raw:
+                try:
+                    retry_after = float(raw)
+                except ValueError:
+                    retry_after = None
+            self._pacer.on_throttle(retry_after)
 
     async def __aexit__(
         self,
@@ -169,6 +215,21 @@ class TransferManager:
         return self._memory
 
     @property
+    def pacer(self) -> Pacer:
+        assert self._pacer is not None, "TransferManager used outside `async with`"
+        return self._pacer
+
+    @property
+    def uploads(self) -> ConnectionBudget:
+        """Slots for open multipart uploads (lowered when the server throttles creation)."""
+        assert self._uploads is not None, "TransferManager used outside `async with`"
+        return self._uploads
+
+    @property
+    def bandwidth(self) -> BandwidthLimiter | None:
+        return self._bandwidth
+
+    @property
     def connections(self) -> ConnectionBudget:
         assert self._connections is not None, "TransferManager used outside `async with`"
         return self._connections
@@ -181,19 +242,38 @@ class TransferManager:
         key: str | None = None,
         priority: int = Priority.CONTROL,
         what: str | None = None,
+        retry_throttled: bool = True,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """One non-streaming S3 call through the connection budget, errors translated."""
+        """One non-streaming S3 call through the pacer and the connection budget.
+
+        Errors are translated to the FastxferError family.  A request the
+        server keeps throttling after botocore's own retries is retried again
+        after the pacer's back-off, for up to ``throttle_timeout`` seconds.
+        """
         if key is not None:
             kwargs["Key"] = key
-        async with self.connections.slot(priority):
-            try:
-                result: dict[str, Any] = await getattr(self.client, op)(Bucket=bucket, **kwargs)
-            except (asyncio.CancelledError, FastxferError):
-                raise
-            except Exception as exc:
-                raise translate(exc, bucket=bucket, key=key, op=what or op) from exc
-        return result
+        pacer = self.pacer
+        deadline = self.clock.monotonic() + self.config.throttle_timeout
+        while True:
+            await pacer.before_request()
+            async with self.connections.slot(priority):
+                try:
+                    result: dict[str, Any] = await getattr(self.client, op)(Bucket=bucket, **kwargs)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    err = translate(exc, bucket=bucket, key=key, op=what or op)
+                    if not (
+                        isinstance(err, Throttled)
+                        and retry_throttled
+                        and self.clock.monotonic() < deadline
+                    ):
+                        raise err from exc
+                    pacer.on_throttle()
+                    continue  # SlowDown is always safe to retry: nothing was done
+            pacer.on_success()
+            return result
 
     def _start(
         self,
@@ -353,9 +433,16 @@ class TransferManager:
         out: list[dict[str, Any]] = []
         kw: dict[str, Any] = {"Prefix": prefix}
         while True:
-            r = await self.request(
-                "list_multipart_uploads", bucket=bucket, what="LIST uploads", **kw
-            )
+            try:
+                r = await self.request(
+                    "list_multipart_uploads", bucket=bucket, what="LIST uploads", **kw
+                )
+            except S3Error as exc:
+                # rclone serve s3 with --multipart-max-uploads answers an empty
+                # listing with NoSuchUpload instead of an empty list.
+                if exc.code == "NoSuchUpload":
+                    return out
+                raise
             out.extend(r.get("Uploads", []))
             if not r.get("IsTruncated"):
                 return out
@@ -393,4 +480,5 @@ class TransferManager:
             memory_in_use=self.memory.in_use,
             memory_peak=self.memory.peak,
             transfers_active=len(self._tasks),
+            pacer=self.pacer.stats(),
         )

@@ -22,12 +22,14 @@ from fastxfer.errors import (
     IntegrityError,
     InvalidConfig,
     LocalFileError,
+    Throttled,
     TransferFailed,
     translate,
 )
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.planning import fit_part_size
 from fastxfer.shielded import run_cleanup
+from fastxfer.throttle import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from fastxfer.manager import TransferManager, UploadSource
@@ -253,7 +255,7 @@ async def _put_single(
         key=job.key,
         priority=Priority.DATA,
         what="upload",
-        Body=PartBody(data, on_sent=tracker.progress),
+        Body=_body(tm, data, tracker),
         ContentLength=len(data),
         Metadata=metadata,
         **kw,
@@ -278,7 +280,6 @@ async def _multipart(
     mode: str,
     tracker: _Tracker,
 ) -> None:
-    cfg = tm.config
     tracker.multipart = True
     if mode == "client" and integrity.METADATA_KEY not in metadata:
         # A stream cannot be read twice for a whole-object CRC up front:
@@ -291,18 +292,75 @@ async def _multipart(
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
         create_kw["ChecksumType"] = "FULL_OBJECT"
     try:
-        created = await tm.request(
-            "create_multipart_upload",
-            bucket=job.bucket,
-            key=job.key,
-            what="create upload",
-            Metadata=metadata,
-            **create_kw,
-        )
+        created = await _create(tm, job, metadata, create_kw)
     except BaseException:
         pool.put(first_buf)
         raise
-    upload_id: str = created["UploadId"]
+    try:
+        await _parts_and_complete(
+            tm,
+            job,
+            reader,
+            pool,
+            first_buf,
+            first_n,
+            part_size,
+            metadata,
+            mode,
+            tracker,
+            created["UploadId"],
+        )
+    finally:
+        tm.uploads.release()
+    tm.pacer.on_upload_done()
+
+
+async def _create(
+    tm: TransferManager, job: UploadJob, metadata: dict[str, str], create_kw: dict[str, Any]
+) -> dict[str, Any]:
+    """CreateMultipartUpload holding a slot of the open-uploads budget.
+
+    Servers throttle the number of open multipart uploads (rclone's
+    --multipart-max-uploads; S3 per prefix): on SlowDown the slot is given
+    back, the budget shrinks (AIMD) and the create waits its turn.
+    """
+    deadline = tm.clock.monotonic() + tm.config.throttle_timeout
+    while True:
+        await tm.uploads.acquire(Priority.CONTROL)
+        try:
+            return await tm.request(
+                "create_multipart_upload",
+                bucket=job.bucket,
+                key=job.key,
+                what="create upload",
+                retry_throttled=False,
+                Metadata=metadata,
+                **create_kw,
+            )
+        except Throttled:
+            tm.uploads.release()
+            if tm.clock.monotonic() >= deadline:
+                raise
+            await tm.clock.sleep(tm.pacer.on_upload_throttle())
+        except BaseException:
+            tm.uploads.release()
+            raise
+
+
+async def _parts_and_complete(
+    tm: TransferManager,
+    job: UploadJob,
+    reader: _Reader,
+    pool: BufferPool,
+    first_buf: bytearray,
+    first_n: int,
+    part_size: int,
+    metadata: dict[str, str],
+    mode: str,
+    tracker: _Tracker,
+    upload_id: str,
+) -> None:
+    cfg = tm.config
 
     async def abort() -> None:
         await tm.request(
@@ -330,7 +388,7 @@ async def _multipart(
                 kw["ContentMD5"] = await asyncio.get_running_loop().run_in_executor(
                     None, integrity.md5_b64, data
                 )
-            body = PartBody(data, on_sent=tracker.progress)
+            body = _body(tm, data, tracker)
             r = await tm.request(
                 "upload_part",
                 bucket=job.bucket,
@@ -413,6 +471,19 @@ async def _multipart(
         tracker.checksum = metadata[integrity.METADATA_KEY]
     tracker.verified = mode if mode != "off" else None
     tracker.progress(0, flush=True)
+
+
+def _body(tm: TransferManager, data: memoryview, tracker: _Tracker) -> PartBody:
+    bw = tm.bandwidth
+    if bw is None:
+        return PartBody(data, on_sent=tracker.progress)
+    conn = bw.new_connection_bucket()  # one request holds one connection
+
+    async def take(n: int) -> None:
+        await bw.acquire(n, "up", conn)
+
+    # Small slices under a cap keep the rate smooth (no stop-and-go per MiB).
+    return PartBody(data, on_sent=tracker.progress, before_send=take, slice_size=CHUNK_SIZE)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
