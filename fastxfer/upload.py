@@ -244,6 +244,8 @@ async def _put_single(
     if mode == "client":
         metadata.setdefault(integrity.METADATA_KEY, integrity.to_b64(crc))
     elif mode == "server":
+        # The algorithm too: moto (and the spec's SDK header) keeps the value only with it.
+        kw["ChecksumAlgorithm"] = "CRC64NVME"
         kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
     elif mode == "md5":
         kw["ContentMD5"] = integrity.md5_b64(data)
@@ -383,6 +385,7 @@ async def _parts_and_complete(
                     None, integrity.crc64nvme, data
                 )
                 crcs[number] = (crc, length)
+                kw["ChecksumAlgorithm"] = "CRC64NVME"
                 kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
             elif mode == "md5":
                 kw["ContentMD5"] = await asyncio.get_running_loop().run_in_executor(
