@@ -57,6 +57,13 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--storage-class", default=None, help="storage class for uploads")
     g.add_argument(
+        "--storage-class-rule",
+        action="append",
+        default=[],
+        metavar="PATTERN=CLASS",
+        help="storage class by key glob or prefix/ (first match wins; repeatable)",
+    )
+    g.add_argument(
         "--bwlimit", default=_env("BWLIMIT"), help="cap on bytes/s, both directions (4MiB/s)"
     )
     g.add_argument("--bwlimit-up", default=_env("BWLIMIT_UP"), help="cap on upload bytes/s")
@@ -146,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("root", help="directory to serve; top-level folders are buckets")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--bucket", action="append", default=[], help="create this bucket")
+
+    from fastxfer import restore_cli
+
+    restore_cli.add_parsers(sub, _connection_options)
     return p
 
 
@@ -331,8 +342,10 @@ async def _preflight_bucket(tm: Any, bucket: str) -> None:
 
 async def _cmd_cp(args: argparse.Namespace) -> int:
     from fastxfer.manager import TransferManager
+    from fastxfer.storage_class import parse_rules, resolve_storage_class
 
     cfg = _config_from(args)
+    rules = parse_rules(args.storage_class_rule)  # bad rules fail before any request
     show_progress = not (args.no_progress or args.quiet or args.json) and sys.stderr.isatty()
     totals = _Totals()
     started = time.monotonic()
@@ -351,8 +364,14 @@ async def _cmd_cp(args: argparse.Namespace) -> int:
 
         def start(j: _Job) -> Any:
             if j.direction == "upload":
-                return tm.upload(j.local, j.bucket, j.key, subscribers=subs)
-            return tm.download(j.bucket, j.key, j.local, subscribers=subs)
+                return tm.upload(
+                    j.local,
+                    j.bucket,
+                    j.key,
+                    subscribers=subs,
+                    storage_class=resolve_storage_class(j.key, rules, cfg.storage_class),
+                )
+            return tm.download(j.bucket, j.key, j.local, size_hint=j.size, subscribers=subs)
 
         if bar:
             bar.__enter__()
@@ -515,6 +534,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+async def _restore(args: argparse.Namespace) -> int:
+    from fastxfer import restore_cli
+
+    return await restore_cli.run_restore(args)
+
+
+async def _restore_status(args: argparse.Namespace) -> int:
+    from fastxfer import restore_cli
+
+    return await restore_cli.run_restore_status(args)
+
+
 def run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop when available (lower CPU per request than the default loop)."""
     try:
@@ -532,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ls": lambda a: run_async(_cmd_ls(a)),
         "serve": _cmd_serve,
         "demo": _cmd_demo,
+        "restore": lambda a: run_async(_restore(a)),
+        "restore-status": lambda a: run_async(_restore_status(a)),
     }
     try:
         return handlers[args.command](args)

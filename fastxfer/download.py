@@ -83,82 +83,196 @@ def _expected_crc(info: ObjectInfo) -> int | None:
 
 
 async def run_download(
-    tm: TransferManager, bucket: str, key: str, dest: str, tracker: _Tracker
+    tm: TransferManager,
+    bucket: str,
+    key: str,
+    dest: str,
+    tracker: _Tracker,
+    size_hint: int | None = None,
 ) -> None:
     cfg = tm.config
+    _check_dest(dest)
+    if size_hint is not None and size_hint < cfg.multipart_threshold:
+        # Small object (size known from a LIST): one GET, no HEAD.  Its
+        # response carries the metadata and checksum a HEAD would give.
+        if await _download_small(tm, bucket, key, dest, tracker):
+            return
+        tracker.retries += 1
+    tracker.requests["head_object"] += 1
     info = await tm.head(bucket, key)
-    tracker.size = info.size
-    tracker.storage_class = info.storage_class
-    tracker.etag = info.etag
-    if info.is_cold:
-        state = "is being restored" if info.restore else "has not been restored"
-        raise ColdObject(
-            f"s3://{bucket}/{key} is in {info.storage_class} and {state}",
-            hint=f"run `fastxfer restore s3://{bucket}/{key}` first, then download it",
-            code="InvalidObjectState",
-            bucket=bucket,
-            key=key,
-        )
+    _note_info(tracker, info)
+    fd, tmp = _open_tmp(dest)
+    ok = False
+    try:
+        if info.size:
+            _reserve(fd, info.size, tmp)
+        crc = await _fetch_all(tm, bucket, key, info, fd, tracker)
+        await _commit(tm, info, fd, tmp, dest, crc, tracker)
+        fd = -1
+        ok = True
+    except OSError as exc:
+        raise translate(exc) from exc
+    finally:
+        _cleanup(fd, tmp, ok)
+    tracker.progress(0, flush=True)
+
+
+def _check_dest(dest: str) -> None:
     parent = os.path.dirname(os.path.abspath(dest))
     if os.path.isdir(dest):
         raise LocalFileError(f"{dest}: is a directory", hint="give a file name, or use --recursive")
     if not os.path.isdir(parent):
         raise LocalFileError(f"{parent}: no such directory")
 
+
+def _note_info(tracker: _Tracker, info: ObjectInfo) -> None:
+    tracker.size = info.size
+    tracker.storage_class = info.storage_class
+    tracker.etag = info.etag
+    if info.is_cold:
+        state = "is being restored" if info.restore else "has not been restored"
+        raise ColdObject(
+            f"s3://{info.bucket}/{info.key} is in {info.storage_class} and {state}",
+            hint=f"run `fastxfer restore s3://{info.bucket}/{info.key}` first, then download it",
+            code="InvalidObjectState",
+            bucket=info.bucket,
+            key=info.key,
+        )
+
+
+def _open_tmp(dest: str) -> tuple[int, str]:
     tmp = temp_path_for(dest)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         raise translate(exc) from exc
-    ok = False
-    try:
-        if info.size:
-            _reserve(fd, info.size, tmp)
-        crc = await _fetch_all(tm, bucket, key, info, fd, tracker)
-        expected = _expected_crc(info)
-        if cfg.effective_checksum != "off" and expected is not None:
-            if crc != expected:
-                raise IntegrityError(
-                    f"s3://{bucket}/{key}: CRC64NVME mismatch "
-                    f"(got {integrity.to_b64(crc)}, object says {integrity.to_b64(expected)}); "
-                    "the download was discarded",
-                    hint="retry; if it persists the stored object is damaged",
-                )
-            tracker.verified = "client"
-        elif (
-            cfg.effective_checksum == "md5"
-            and info.etag.strip('"').isalnum()
-            and ("-" not in info.etag)
-        ):
-            digest = await asyncio.get_running_loop().run_in_executor(
-                None, _md5_file, fd, info.size
-            )
-            if digest != info.etag.strip('"'):
-                raise IntegrityError(f"s3://{bucket}/{key}: MD5 does not match the ETag")
-            tracker.verified = "md5"
-        else:
-            tracker.verified = "size"
-        tracker.checksum = integrity.to_b64(crc)
-        st = os.fstat(fd)
-        if st.st_size != info.size:
-            raise IntegrityError(
-                f"s3://{bucket}/{key}: wrote {st.st_size} bytes, expected {info.size}"
-            )
-        if cfg.fsync:
-            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+    return fd, tmp
+
+
+def _cleanup(fd: int, tmp: str, ok: bool) -> None:
+    if fd >= 0:
         os.close(fd)
-        fd = -1
-        os.replace(tmp, dest)
-        ok = True
-    except OSError as exc:
-        raise translate(exc) from exc
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if not ok:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    if not ok:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+async def _commit(
+    tm: TransferManager,
+    info: ObjectInfo,
+    fd: int,
+    tmp: str,
+    dest: str,
+    crc: int,
+    tracker: _Tracker,
+) -> None:
+    """Verify the temp file, fsync it, close it and rename it into place."""
+    cfg = tm.config
+    where = f"s3://{info.bucket}/{info.key}"
+    expected = _expected_crc(info)
+    if cfg.effective_checksum != "off" and expected is not None:
+        if crc != expected:
+            raise IntegrityError(
+                f"{where}: CRC64NVME mismatch "
+                f"(got {integrity.to_b64(crc)}, object says {integrity.to_b64(expected)}); "
+                "the download was discarded",
+                hint="retry; if it persists the stored object is damaged",
+            )
+        tracker.verified = "client"
+    elif (
+        cfg.effective_checksum == "md5" and info.etag.strip('"').isalnum() and "-" not in info.etag
+    ):
+        loop = asyncio.get_running_loop()
+        digest = await loop.run_in_executor(None, _md5_file, fd, info.size)
+        if digest != info.etag.strip('"'):
+            raise IntegrityError(f"{where}: MD5 does not match the ETag")
+        tracker.verified = "md5"
+    else:
+        tracker.verified = "size"
+    tracker.checksum = integrity.to_b64(crc)
+    st = os.fstat(fd)
+    if st.st_size != info.size:
+        raise IntegrityError(f"{where}: wrote {st.st_size} bytes, expected {info.size}")
+    if cfg.fsync:
+        await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+    os.close(fd)
+    os.replace(tmp, dest)
+
+
+def _info_from_get(bucket: str, key: str, r: dict[str, Any]) -> ObjectInfo:
+    from fastxfer.manager import ObjectInfo
+
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=int(r.get("ContentLength", 0)),
+        etag=str(r.get("ETag", "")),
+        last_modified=r.get("LastModified"),
+        storage_class=str(r.get("StorageClass") or "STANDARD"),
+        metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+        checksum_crc64nvme=r.get("ChecksumCRC64NVME"),
+        checksum_type=r.get("ChecksumType"),
+        restore=r.get("Restore"),
+    )
+
+
+async def _download_small(
+    tm: TransferManager, bucket: str, key: str, dest: str, tracker: _Tracker
+) -> bool:
+    """One whole-object GET into a temp file; False if the stream broke (caller falls back)."""
+    await tm.pacer.before_request()
+    tm.request_counts["get_object"] += 1
+    tracker.requests["get_object"] += 1
+    async with tm.connections.slot(Priority.DATA):
+        try:
+            resp = await tm.client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            err = translate(exc, bucket=bucket, key=key, op="GET")
+            if isinstance(err, Throttled):
+                tm.pacer.on_throttle()
+                return False
+            raise err from exc
+        tm.pacer.on_success()
+        info = _info_from_get(bucket, key, resp)
+        body = resp["Body"]
+        fd, tmp = -1, ""
+        ok = False
+        try:
+            async with body:
+                _note_info(tracker, info)
+                tracker.parts_total = 1
+                fd, tmp = _open_tmp(dest)
+                stream = body.content if hasattr(body, "content") else body
+                pos, crc = 0, 0
+                bw = tm.bandwidth
+                conn = bw.new_connection_bucket() if bw is not None else None
+                chunk = tm.config.io_chunk_size if bw is None else CHUNK_SIZE
+                while pos < info.size:
+                    data = await stream.read(min(chunk, info.size - pos))
+                    if not data:
+                        return False
+                    if bw is not None:
+                        await bw.acquire(len(data), "down", conn)
+                    os.pwrite(fd, data, pos)
+                    crc = integrity.crc64nvme(data, crc)
+                    pos += len(data)
+                    tracker.progress(len(data))
+            await _commit(tm, info, fd, tmp, dest, crc, tracker)
+            fd = -1
+            ok = True
+        except _stream_errors():
+            tracker.progress(-tracker.bytes_done)
+            return False
+        except OSError as exc:
+            raise translate(exc) from exc
+        finally:
+            if tmp:
+                _cleanup(fd, tmp, ok)
+    tracker.parts_done = 1
     tracker.progress(0, flush=True)
+    return True
 
 
 def _reserve(fd: int, size: int, path: str) -> None:
@@ -277,6 +391,8 @@ async def _get_range(
     if info.etag:
         kw["IfMatch"] = info.etag
     await tm.pacer.before_request()
+    tm.request_counts["get_object"] += 1
+    tracker.requests["get_object"] += 1
     try:
         resp = await tm.client.get_object(Bucket=bucket, Key=key, **kw)
     except asyncio.CancelledError:

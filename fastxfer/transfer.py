@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Sequence
+from collections import Counter
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ class TransferStats:
     storage_class: str | None = None
     multipart: bool = False
     error: str | None = None
+    requests: Mapping[str, int] = field(default_factory=dict)
+    """Requests this transfer sent, by S3 operation name."""
 
     @property
     def elapsed(self) -> float | None:
@@ -81,6 +84,7 @@ class _Tracker:
     storage_class: str | None = None
     multipart: bool = False
     error: str | None = None
+    requests: Counter[str] = field(default_factory=Counter)
     _unreported: int = 0
 
     def snapshot(self) -> TransferStats:
@@ -105,6 +109,7 @@ class _Tracker:
             storage_class=self.storage_class,
             multipart=self.multipart,
             error=self.error,
+            requests=dict(self.requests),
         )
 
     def queued(self) -> None:

@@ -107,3 +107,22 @@ def test_parse_s3_url(url: str, bucket: str, key: str) -> None:
 def test_parse_s3_url_rejects(url: str) -> None:
     with pytest.raises(InvalidS3Url):
         parse_s3_url(url)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-27T09:05:16.000Z",
+        "2026-11-27T09:05:16Z",
+        "Fri, 27 Nov 2026 09:05:16 GMT",
+        "2026-11-27T09:05:16.123456+00:00",
+        1700000000,
+        "1700000000",
+    ],
+)
+def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    from fastxfer.manager import parse_timestamp
+
+    assert parse_timestamp(value) == botocore_parse(value)
