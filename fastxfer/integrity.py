@@ -44,15 +44,26 @@ def md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
 
 
+_WINDOW = 32 * 1024 * 1024
+
+
 def file_crc64nvme(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(crc, size) of a file, read through mmap so no copy is made.  Blocking."""
+    """(crc, size) of a file.  Blocking.
+
+    Read through mmap so no copy is made, one 32 MiB window at a time: mapped
+    pages count in the process's RSS, and a whole-file mapping of a 1 GiB
+    file showed up as 1 GiB of peak RSS.
+    """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return 0, 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            crc = 0
-            step = 64 * 1024 * 1024
-            for off in range(0, size, step):
-                crc = crc64nvme(memoryview(m)[off : off + step], crc)
-            return crc, size
+        crc = 0
+        for off in range(0, size, _WINDOW):
+            length = min(_WINDOW, size - off)
+            with mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=off) as m:
+                m.madvise(mmap.MADV_SEQUENTIAL)
+                view = memoryview(m)
+                try:
+                    crc = crc64nvme(view, crc)
+                finally:
+                    view.release()
+        return crc, size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import itertools
 import os
@@ -14,7 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from fastxfer.budget import ConnectionBudget, MemoryBudget, Priority
+from fastxfer.budget import BufferPool, ConnectionBudget, MemoryBudget, Priority
 from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.errors import (
     THROTTLE_CODES,
@@ -124,6 +125,7 @@ class TransferManager:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._memory: MemoryBudget | None = None
+        self._buffers: BufferPool | None = None
         self._connections: ConnectionBudget | None = None
         self._active: asyncio.Semaphore | None = None
         self._uploads: ConnectionBudget | None = None
@@ -143,6 +145,7 @@ class TransferManager:
 
         cfg = self.config
         self._memory = MemoryBudget(cfg.memory_limit)
+        self._buffers = BufferPool(self._memory)
         self._connections = ConnectionBudget(cfg.max_concurrency)
         self._active = asyncio.Semaphore(cfg.active_transfers)
         self._uploads = ConnectionBudget(cfg.active_transfers)
@@ -244,6 +247,8 @@ class TransferManager:
             if self._stack is not None:
                 await self._stack.aclose()
                 self._stack = None
+            if self._buffers is not None:
+                self._buffers.close()
 
     # -- internals used by upload.py / download.py ------------------------
 
@@ -257,6 +262,12 @@ class TransferManager:
     def memory(self) -> MemoryBudget:
         assert self._memory is not None, "TransferManager used outside `async with`"
         return self._memory
+
+    @property
+    def buffers(self) -> BufferPool:
+        """Part buffers, reused by every transfer, bounded by the memory budget."""
+        assert self._buffers is not None, "TransferManager used outside `async with`"
+        return self._buffers
 
     @property
     def pacer(self) -> Pacer:
@@ -287,6 +298,7 @@ class TransferManager:
         priority: int = Priority.CONTROL,
         what: str | None = None,
         retry_throttled: bool = True,
+        held_slot: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """One non-streaming S3 call through the pacer and the connection budget.
@@ -294,6 +306,7 @@ class TransferManager:
         Errors are translated to the FastxferError family.  A request the
         server keeps throttling after botocore's own retries is retried again
         after the pacer's back-off, for up to ``throttle_timeout`` seconds.
+        ``held_slot``: the caller already holds a connection slot for this request.
         """
         if key is not None:
             kwargs["Key"] = key
@@ -302,7 +315,8 @@ class TransferManager:
         while True:
             await pacer.before_request()
             self.request_counts[op] += 1
-            async with self.connections.slot(priority):
+            slot = contextlib.nullcontext() if held_slot else self.connections.slot(priority)
+            async with slot:
                 try:
                     result: dict[str, Any] = await getattr(self.client, op)(Bucket=bucket, **kwargs)
                 except asyncio.CancelledError:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastxfer import integrity
 from fastxfer.body import PartBody
-from fastxfer.budget import BufferPool, Priority
+from fastxfer.budget import Buffer, BufferPool, Priority
 from fastxfer.errors import (
     FastxferError,
     IntegrityError,
@@ -175,7 +175,7 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
         extra["ContentType"] = job.content_type
     tracker.size = reader.size
 
-    pool = BufferPool(tm.memory)
+    pool = tm.buffers
     size = reader.size
     if (
         mode == "client"
@@ -274,7 +274,7 @@ async def _multipart(
     job: UploadJob,
     reader: _Reader,
     pool: BufferPool,
-    first_buf: bytearray,
+    first_buf: Buffer,
     first_n: int,
     part_size: int,
     metadata: dict[str, str],
@@ -354,7 +354,7 @@ async def _parts_and_complete(
     job: UploadJob,
     reader: _Reader,
     pool: BufferPool,
-    first_buf: bytearray,
+    first_buf: Buffer,
     first_n: int,
     part_size: int,
     metadata: dict[str, str],
@@ -376,7 +376,7 @@ async def _parts_and_complete(
     parts: dict[int, dict[str, Any]] = {}
     crcs: dict[int, tuple[int, int]] = {}
 
-    async def send(number: int, buf: bytearray, length: int) -> None:
+    async def send(number: int, buf: Buffer, length: int, held: bool) -> None:
         try:
             data = memoryview(buf)[:length]
             kw: dict[str, Any] = {}
@@ -398,6 +398,7 @@ async def _parts_and_complete(
                 key=job.key,
                 priority=Priority.DATA,
                 what=f"upload part {number}",
+                held_slot=held,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
@@ -409,33 +410,48 @@ async def _parts_and_complete(
             tracker.parts_done += 1
         finally:
             pool.put(buf)
+            if held:
+                tm.connections.release()
 
     try:
         total = 0
         number = 1
         async with asyncio.TaskGroup() as tg:
-            buf, n = first_buf, first_n
+            buf, n, held = first_buf, first_n, False
             while True:
                 if number > MAX_PARTS:
                     pool.put(buf)
+                    if held:
+                        tm.connections.release()
                     raise InvalidConfig(
                         f"{job.key}: stream longer than {MAX_PARTS} parts of {part_size} bytes",
                         hint="pass size= or raise --part-size",
                     )
                 total += n
-                tg.create_task(send(number, buf, n))
+                tg.create_task(send(number, buf, n, held))
                 if n < part_size or (reader.size is not None and total >= reader.size):
                     break
                 number += 1
-                # Backpressure: wait for memory before reading the next part.
-                buf = await pool.get(part_size)
+                # Backpressure, as rclone's lib/multipart: take the connection
+                # slot, then the memory, and only then read the part, so parts
+                # are read no faster than they can be sent (few buffers, few
+                # fresh pages) and never beyond the memory budget.
+                await tm.connections.acquire(Priority.DATA)
+                try:
+                    buf = await pool.get(part_size)
+                except BaseException:
+                    tm.connections.release()
+                    raise
+                held = True
                 try:
                     n = await reader.readinto(memoryview(buf)[:part_size])
                 except BaseException:
                     pool.put(buf)
+                    tm.connections.release()
                     raise
                 if n == 0:
                     pool.put(buf)
+                    tm.connections.release()
                     number -= 1
                     break
         if reader.size is not None and total != reader.size:
