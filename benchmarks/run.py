@@ -1,0 +1,882 @@
+"""Run the benchmarks: ``python -m benchmarks.run [options]`` from the repository root.
+
+By default an embedded ``rclone serve s3 --ignore-checksum`` is started on
+tmpfs, incompressible source files are written once to tmpfs, and every
+selected peer runs every selected workload ``--runs`` times, interleaved
+(round 1: A B, round 2: A B, ...), each run in a fresh subprocess.  Every run
+is verified (sizes on the server, bytes of the stored or downloaded files),
+then its objects or files are deleted.  Results go to
+``benchmarks/results/<timestamp>-<name>.json`` and ``.md`` (and ``latest.md``
+for full-size runs).  See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.measure import cpu_seconds
+from benchmarks.peers import (
+    DEFAULT_PEERS,
+    PEERS,
+    Item,
+    Job,
+    Peer,
+    Target,
+    boto3_client,
+    make_peer,
+)
+from benchmarks.sysinfo import REPO, machine_info
+from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, ScaledWorkload, select
+
+RESULTS_DIR = REPO / "benchmarks" / "results"
+COMPARE_CHUNK = 16 * 2**20
+
+
+# -- command line -------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return parse_size(text)
+    except ValueError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        lhs, sep, value = item.partition("=")
+        peer, dot, key = lhs.partition(".")
+        if not sep or not dot or not peer or not key:
+            raise ValueError(f"--set wants PEER.KEY=VALUE, got {item!r}")
+        out.setdefault(peer, {})[key] = parse_value(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark fastxfer against other S3 clients (see benchmarks/README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated, or 'all'; known: {', '.join(WORKLOADS)}",
+    )
+    p.add_argument(
+        "--peers",
+        default=",".join(DEFAULT_PEERS),
+        help=f"comma-separated, in run order; known: {', '.join(PEERS)}; NAME@VARIANT runs "
+        "a peer again with other settings (--set NAME@VARIANT.KEY=VALUE)",
+    )
+    p.add_argument("--runs", type=int, default=3, help="runs per peer and workload")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply sizes (single-file workloads) or file counts (many-file ones)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PEER.KEY=VALUE",
+        help="override a peer setting, e.g. fastxfer.max_concurrency=32 or fastxfer.part_size=8MiB",
+    )
+    p.add_argument("--baseline", default="boto3-default", help="peer the ratios are relative to")
+    p.add_argument("--name", default=None, help="result file name suffix (default: workloads)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument(
+        "--no-latest",
+        action="store_true",
+        help="do not copy the report to latest.md (for experiments next to the reference run)",
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="scratch directory for sources, downloads and the embedded server "
+        "(default: a new folder in /dev/shm, removed at the end)",
+    )
+    p.add_argument("--keep-workdir", action="store_true", help="do not remove the scratch folder")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for one run")
+    p.add_argument("--pause", type=float, default=1.0, help="seconds of rest between runs")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for the machine to be idle "
+        "(other processes below --idle-cores for 2 s); for shared machines",
+    )
+    p.add_argument(
+        "--idle-cores",
+        type=float,
+        default=0.15,
+        help="CPU (in cores) that other processes may use for the machine to count as idle",
+    )
+    p.add_argument(
+        "--sample-interval",
+        type=float,
+        default=0.05,
+        help="seconds between RSS samples in the peer's process (0: off)",
+    )
+    p.add_argument(
+        "--fail-on-check",
+        action="store_true",
+        help="exit 2 when a target check fails (runs that fail or do not verify always exit 1)",
+    )
+    p.add_argument("--list", action="store_true", help="list workloads and peers, then exit")
+    p.add_argument(
+        "--render",
+        metavar="RESULT.json",
+        default=None,
+        help="only rewrite the Markdown report of an existing result file, then exit",
+    )
+    g = p.add_argument_group("target (default: embedded rclone serve s3 on tmpfs)")
+    g.add_argument("--endpoint-url", default=None, help="an S3 endpoint (MinIO, ...) instead")
+    g.add_argument("--aws", action="store_true", help="use AWS S3 (needs --bucket)")
+    g.add_argument("--bucket", default=None, help="an existing bucket (with --endpoint-url/--aws)")
+    g.add_argument("--prefix", default=None, help="key prefix for everything written")
+    g.add_argument(
+        "--region", default=None, help="default: AWS_REGION / AWS_DEFAULT_REGION / us-east-1"
+    )
+    g.add_argument("--profile", default=None, help="AWS profile (default: the standard chain)")
+    g.add_argument(
+        "--access-key", default=None, help="default: AWS_ACCESS_KEY_ID or the standard chain"
+    )
+    g.add_argument(
+        "--secret-key", default=None, help="default: AWS_SECRET_ACCESS_KEY or the standard chain"
+    )
+    g.add_argument(
+        "--botocore-checksums",
+        choices=("when_required", "when_supported"),
+        default=None,
+        help="botocore request/response checksum mode for botocore-based peers "
+        "(default: when_required for custom endpoints, which rclone needs; "
+        "when_supported, botocore's default, for AWS)",
+    )
+    g.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        help="pid of a local server to measure CPU of (automatic for the embedded server)",
+    )
+    g.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra argument for the embedded rclone serve s3 (repeatable)",
+    )
+    return p
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def default_workdir() -> Path:
+    base = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(os.environ.get("TMPDIR", "/tmp"))
+    return base / f"fastxfer-bench-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def write_random_file(path: Path, size: int) -> None:
+    chunk = 64 * 2**20
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def files_equal(a: str | Path, b: str | Path) -> bool:
+    """Byte-for-byte comparison (memcmp of 16 MiB chunks)."""
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
+        while True:
+            x = fa.read(COMPARE_CHUNK)
+            y = fb.read(COMPARE_CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _psutil() -> Any:
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    return psutil
+
+
+def server_cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    psutil = _psutil()
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far."""
+    t = _psutil().cpu_times()
+    total = sum(t)
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    steal = getattr(t, "steal", 0.0)
+    return total - idle - steal, steal
+
+
+def wait_idle(limit_s: float, cores: float, server_pid: int | None) -> float:
+    """Wait until the machine is idle (but for the server) for 2 s; return seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        busy0, _ = machine_cpu()
+        srv0 = server_cpu(server_pid) or 0.0
+        time.sleep(2.0)
+        busy1, _ = machine_cpu()
+        srv1 = server_cpu(server_pid) or 0.0
+        used = (busy1 - busy0 - (srv1 - srv0)) / 2.0
+        waited = time.perf_counter() - t0
+        if used <= cores or waited >= limit_s:
+            return waited
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@dataclass
+class Dataset:
+    name: str
+    dir: Path
+    count: int
+    size: int
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.count * self.size
+
+
+# -- the bench ----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workloads: list[ScaledWorkload]
+    peers: list[Peer]
+    workdir: Path
+    target: Target
+    prefix: str
+    server_pid: int | None = None
+    server_root: Path | None = None
+    server_args: str | None = None
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    fixture_keys: dict[str, list[str]] = field(default_factory=dict)
+    client: Any = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def make_datasets(self) -> None:
+        src = self.workdir / "src"
+        for w in self.workloads:
+            if w.dataset in self.datasets:
+                continue
+            d = Dataset(w.dataset, src / w.dataset, w.count, w.size)
+            d.dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            for i in range(w.count):
+                path = d.dir / f"f{i:05d}"
+                write_random_file(path, w.size)
+                d.files.append(path)
+            log(
+                f"data set {d.name}: {d.count} file(s), {d.total / 1e6:.1f} MB of os.urandom "
+                f"in {time.perf_counter() - t0:.1f} s"
+            )
+            self.datasets[d.name] = d
+
+    def upload_fixtures(self) -> None:
+        """Objects for download workloads, uploaded once (outside every measurement).
+
+        They carry the whole-object CRC64NVME in the user metadata fastxfer
+        writes in ``client`` checksum mode, so fastxfer downloads verify it as
+        they would for objects fastxfer uploaded.
+        """
+        from boto3.s3.transfer import TransferConfig
+
+        from fastxfer.integrity import METADATA_KEY, file_crc64nvme, to_b64
+
+        tc = TransferConfig(max_concurrency=8, multipart_chunksize=16 * 2**20)
+        for w in self.workloads:
+            if w.direction != "download" or w.dataset in self.fixture_keys:
+                continue
+            d = self.datasets[w.dataset]
+            keys = [f"{self.prefix}/fixtures/{d.name}/{p.name}" for p in d.files]
+
+            def put(pair: tuple[Path, str]) -> None:
+                path, key = pair
+                crc, _ = file_crc64nvme(path)
+                self.client.upload_file(
+                    str(path),
+                    self.target.bucket,
+                    key,
+                    ExtraArgs={"Metadata": {METADATA_KEY: to_b64(crc)}},
+                    Config=tc,
+                )
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(put, zip(d.files, keys, strict=True)))
+            sizes = self.list_sizes(f"{self.prefix}/fixtures/{d.name}/")
+            bad = [k for k in keys if sizes.get(k) != d.size]
+            if bad:
+                raise RuntimeError(f"fixture upload of {d.name} failed for {len(bad)} object(s)")
+            self.fixture_keys[d.name] = keys
+            log(f"fixtures {d.name}: uploaded in {time.perf_counter() - t0:.1f} s")
+
+    # -- S3 helpers -------------------------------------------------------------------
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.target.bucket, Prefix=prefix
+        ):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = int(o["Size"])
+        return out
+
+    def delete_keys(self, keys: list[str]) -> None:
+        bucket = self.target.bucket
+        for i in range(0, len(keys), 1000):
+            batch = keys[i : i + 1000]
+            try:
+                r = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+                ok = not r.get("Errors")
+            except Exception:
+                ok = False
+            if not ok:
+                # Servers without DeleteObjects: one DELETE per key.
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(lambda k: self.client.delete_object(Bucket=bucket, Key=k), batch))
+
+    def abort_uploads(self, prefix: str) -> int:
+        try:
+            r = self.client.list_multipart_uploads(Bucket=self.target.bucket, Prefix=prefix)
+        except Exception:
+            return 0
+        ups = r.get("Uploads", [])
+        for u in ups:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(
+                    Bucket=self.target.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                )
+        return len(ups)
+
+    # -- one run ----------------------------------------------------------------------
+
+    def run_one(self, rnd: int, w: ScaledWorkload, peer: Peer) -> dict[str, Any]:
+        d = self.datasets[w.dataset]
+        tag = f"r{rnd}-{w.name}-{peer.label}"
+        dst = self.workdir / "dst" / tag
+        run_prefix = f"{self.prefix}/runs/{w.name}/{peer.label}/r{rnd}/"
+        if w.direction == "upload":
+            items = [Item(str(p), run_prefix + p.name, d.size) for p in d.files]
+        else:
+            dst.mkdir(parents=True, exist_ok=True)
+            keys = self.fixture_keys[d.name]
+            items = [Item(str(dst / p.name), k, d.size) for p, k in zip(d.files, keys, strict=True)]
+        result_path = self.workdir / "logs" / f"{tag}.json"
+        log_path = self.workdir / "logs" / f"{tag}.log"
+        result_path.unlink(missing_ok=True)  # never read a stale result (reused --workdir)
+        job = Job(
+            peer=peer.label,
+            settings=peer.settings,
+            target=self.target,
+            direction=w.direction,
+            items=items,
+            result_path=str(result_path),
+            sample_interval=self.args.sample_interval,
+        )
+        rec: dict[str, Any] = {
+            "round": rnd,
+            "workload": w.name,
+            "peer": peer.label,
+            "files": w.count,
+            "bytes": w.total_bytes,
+            "ok": False,
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+        )
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self0 = resource.getrusage(resource.RUSAGE_SELF)
+        srv0 = server_cpu(self.server_pid)
+        busy0, steal0 = machine_cpu()
+        t0 = time.perf_counter()
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.child"],
+                stdin=subprocess.PIPE,
+                stdout=logf,
+                stderr=logf,
+                cwd=str(REPO),
+                env=env,
+            )
+            try:
+                proc.communicate(job.to_json().encode(), timeout=self.args.timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                rec["error"] = f"timed out after {self.args.timeout:.0f} s"
+        t1 = time.perf_counter()
+        busy1, steal1 = machine_cpu()
+        srv1 = server_cpu(self.server_pid)
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = cpu_seconds(ru1) - cpu_seconds(ru0)
+        parent_cpu = cpu_seconds(self1) - cpu_seconds(self0)
+        rec["child_wall_s"] = t1 - t0
+        rec["exit_code"] = proc.returncode
+        rec["cpu_process_s"] = client_cpu
+        rec["server_cpu_s"] = srv1 - srv0 if srv0 is not None and srv1 is not None else None
+        other = busy1 - busy0 - client_cpu - parent_cpu - (rec["server_cpu_s"] or 0.0)
+        rec["other_cpu_s"] = max(0.0, other)
+        rec["steal_s"] = steal1 - steal0
+
+        child: dict[str, Any] = {}
+        if result_path.exists():
+            child = json.loads(result_path.read_text())
+        rec["child"] = child
+        if "error" not in rec and not child.get("ok"):
+            rec["error"] = child.get("error") or f"child exited {proc.returncode} without a result"
+        if child.get("traceback") or (rec.get("error") and log_path.exists()):
+            tail = log_path.read_text(errors="replace")[-4000:]
+            rec["log_tail"] = (child.get("traceback") or "") + tail
+        ph = child.get("phase")
+        if ph:
+            rec["wall_s"] = ph["wall_s"]
+            rec["cpu_transfer_s"] = ph["cpu_s"]
+            rec["user_s"] = ph.get("user_s")
+            rec["sys_s"] = ph.get("sys_s")
+            rec["rss_start_mib"] = (ph.get("rss_start_kib") or 0) / 1024
+            peaks = ph.get("status_peaks_kib") or {}
+            rec["peak_rss_anon_mib"] = peaks["RssAnon"] / 1024 if "RssAnon" in peaks else None
+            rec["peak_rss_file_mib"] = peaks["RssFile"] / 1024 if "RssFile" in peaks else None
+            rec["peak_rss_shmem_mib"] = peaks["RssShmem"] / 1024 if "RssShmem" in peaks else None
+        if child.get("process"):
+            rec["peak_rss_mib"] = child["process"]["peak_rss_kib"] / 1024
+        rec["extra"] = child.get("extra")
+
+        # Verify (outside every measurement), then clean up.
+        if "error" not in rec:
+            try:
+                rec["verify"] = self.verify(w, items, d)
+                rec["ok"] = True
+            except Exception as exc:
+                rec["error"] = f"verification failed: {exc}"
+        self.cleanup_run(w, items, run_prefix, dst)
+        report.derive(rec)
+        return rec
+
+    def verify(self, w: ScaledWorkload, items: list[Item], d: Dataset) -> str:
+        if w.direction == "upload":
+            prefix = items[0].key.rsplit("/", 1)[0] + "/"
+            sizes = self.list_sizes(prefix)
+            missing = [i.key for i in items if i.key not in sizes]
+            if missing:
+                raise RuntimeError(f"{len(missing)} object(s) missing, e.g. {missing[0]}")
+            wrong = [i.key for i in items if sizes[i.key] != i.size]
+            if wrong:
+                raise RuntimeError(f"{len(wrong)} object(s) of the wrong size, e.g. {wrong[0]}")
+            if len(sizes) != len(items):
+                raise RuntimeError(f"{len(sizes)} objects under {prefix}, expected {len(items)}")
+            how = "list: sizes"
+            if self.server_root is not None:
+                for i in items:
+                    stored = self.server_root / self.target.bucket / i.key
+                    if not stored.exists():
+                        return how + " (stored file not found for a byte check)"
+                    if not files_equal(i.local, stored):
+                        raise RuntimeError(f"stored bytes of {i.key} differ from {i.local}")
+                how += " + stored bytes == source"
+            return how
+        for i, src in zip(items, d.files, strict=True):
+            if not os.path.exists(i.local):
+                raise RuntimeError(f"{i.local} was not written")
+            if not files_equal(src, i.local):
+                raise RuntimeError(f"downloaded bytes of {i.key} differ from {src}")
+        return "downloaded bytes == source"
+
+    def cleanup_run(self, w: ScaledWorkload, items: list[Item], run_prefix: str, dst: Path) -> None:
+        if w.direction == "upload":
+            try:
+                keys = list(self.list_sizes(run_prefix))
+                self.delete_keys(keys)
+                self.abort_uploads(run_prefix)
+            except Exception as exc:
+                log(f"  warning: could not delete {run_prefix}: {exc}")
+        shutil.rmtree(dst, ignore_errors=True)
+
+    # -- the whole thing ----------------------------------------------------------------
+
+    def run_all(self) -> None:
+        applicable: dict[tuple[str, str], str | None] = {}
+        for w in self.workloads:
+            for p in self.peers:
+                applicable[(w.name, p.label)] = p.not_applicable(self.target, w.direction)
+        total = self.args.runs * sum(1 for v in applicable.values() if v is None)
+        n = 0
+        for rnd in range(1, self.args.runs + 1):
+            for w in self.workloads:
+                for p in self.peers:
+                    if applicable[(w.name, p.label)] is not None:
+                        continue
+                    n += 1
+                    waited = None
+                    if self.args.wait_idle > 0:
+                        waited = wait_idle(
+                            self.args.wait_idle, self.args.idle_cores, self.server_pid
+                        )
+                    rec = self.run_one(rnd, w, p)
+                    rec["waited_for_idle_s"] = waited
+                    self.runs.append(rec)
+                    log(f"[{n}/{total}] round {rnd} {w.name} {p.label}: {one_line(rec)}")
+                    if self.args.pause > 0:
+                        time.sleep(self.args.pause)
+        self.not_applicable = {k: v for k, v in applicable.items() if v is not None}
+
+
+def one_line(rec: dict[str, Any]) -> str:
+    if not rec.get("ok"):
+        return f"FAILED: {rec.get('error')}"
+    parts = [
+        f"{rec['mb_s']:.0f} MB/s",
+        f"{rec['wall_s']:.2f} s",
+        f"cpu {rec['cpu_transfer_s_per_gib']:.2f}/{rec['cpu_process_s_per_gib']:.2f} s/GiB",
+    ]
+    if rec.get("server_cpu_s_per_gib") is not None:
+        parts.append(f"server {rec['server_cpu_s_per_gib']:.2f} s/GiB")
+    parts.append(f"rss {rec.get('peak_rss_mib', 0):.0f} MiB")
+    if rec.get("other_cpu_s", 0) > 0.5:
+        parts.append(f"noise {rec['other_cpu_s']:.1f} cpu-s")
+    return ", ".join(parts)
+
+
+# -- target -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_target(
+    args: argparse.Namespace, workdir: Path
+) -> Iterator[tuple[Target, Any, Path | None]]:
+    """Yield (target, server or None, server root or None)."""
+    region = (
+        args.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    if args.endpoint_url or args.aws:
+        if not args.bucket:
+            raise SystemExit("--bucket is required with --endpoint-url or --aws")
+        checksums = args.botocore_checksums or ("when_supported" if args.aws else "when_required")
+        yield (
+            Target(
+                endpoint_url=None if args.aws else args.endpoint_url,
+                bucket=args.bucket,
+                region=region,
+                access_key=args.access_key,
+                secret_key=args.secret_key,
+                profile=args.profile,
+                botocore_checksums=checksums,
+                kind="aws" if args.aws else "custom",
+            ),
+            None,
+            None,
+        )
+        return
+    from fastxfer.localserver import LocalS3Server
+
+    root = workdir / "server"
+    srv = LocalS3Server(
+        root=str(root),
+        extra_args=("--ignore-checksum", *args.server_arg),
+        log_path=str(workdir / "logs" / "server.log"),
+    )
+    with srv:
+        bucket = srv.make_bucket()
+        yield (
+            Target(
+                endpoint_url=srv.endpoint_url,
+                bucket=bucket,
+                region="us-east-1",
+                access_key=srv.access_key,
+                secret_key=srv.secret_key,
+                botocore_checksums=args.botocore_checksums or "when_required",
+                kind="embedded-rclone",
+            ),
+            srv,
+            root,
+        )
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print("workloads:")
+        for w in WORKLOADS.values():
+            print(f"  {w.name:18} {w.count} x {w.size} B {w.direction}: {w.summary}")
+        print("peers:")
+        for name, cls in PEERS.items():
+            print(f"  {name:18} {cls.summary}")
+            for k, v in cls.defaults.items():
+                print(f"  {'':18}   {k} = {v!r}")
+        return 0
+    if args.render:
+        src = Path(args.render)
+        md_out = src.with_suffix(".md")
+        md_out.write_text(report.markdown(json.loads(src.read_text())))
+        log(f"wrote {md_out}")
+        return 0
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1")
+    try:
+        workloads = [w.scaled(args.scale) for w in select(args.workloads)]
+        overrides = parse_overrides(args.set)
+        peer_names = [p.strip() for p in args.peers.split(",") if p.strip()]
+        if len(set(peer_names)) != len(peer_names):
+            print("error: a peer is named twice in --peers (use NAME@VARIANT)", file=sys.stderr)
+            return 2
+        stray = sorted(set(overrides) - set(peer_names))
+        if stray:
+            print(f"error: --set names peer(s) not in --peers: {', '.join(stray)}", file=sys.stderr)
+            return 2
+        peers = [make_peer(n, overrides.get(n)) for n in peer_names]
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if not peers:
+        print("error: no peer selected", file=sys.stderr)
+        return 2
+
+    workdir = Path(args.workdir) if args.workdir else default_workdir()
+    created = not workdir.exists()
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = args.name or "_".join(w.name for w in workloads)
+    if args.scale != 1:
+        name += f"-scale{args.scale:g}"
+
+    datasets = {w.dataset: w.count * w.size for w in workloads}
+    need = sum(datasets.values())
+    need += sum(datasets[w.dataset] for w in workloads if w.direction == "download")  # fixtures
+    need += max(w.total_bytes for w in workloads)  # one run's copy
+    if free_bytes(workdir) < need * 1.1:
+        print(
+            f"error: {workdir} has {free_bytes(workdir) / 2**30:.1f} GiB free, "
+            f"the benchmark needs about {need * 1.1 / 2**30:.1f} GiB",
+            file=sys.stderr,
+        )
+        return 2
+
+    log(f"workdir {workdir}; results in {args.results_dir}")
+    machine = machine_info()
+    load_before = loadavg()
+    code = 0
+    try:
+        with open_target(args, workdir) as (target, srv, root):
+            prefix = args.prefix or f"fastxfer-bench/{stamp}-{secrets.token_hex(3)}"
+            bench = Bench(
+                args=args,
+                workloads=workloads,
+                peers=peers,
+                workdir=workdir,
+                target=target,
+                prefix=prefix.rstrip("/"),
+                server_pid=srv.pid if srv is not None else args.server_pid,
+                server_root=root,
+                server_args=" ".join(("rclone serve s3", *srv.extra_args)) if srv else None,
+            )
+            bench.client = boto3_client(target)
+            log(f"target {target.kind} {target.endpoint_url or 'AWS'} bucket {target.bucket}")
+            bench.make_datasets()
+            try:
+                bench.upload_fixtures()
+                bench.run_all()
+            finally:
+                for keys in bench.fixture_keys.values():
+                    with contextlib.suppress(Exception):
+                        bench.delete_keys(keys)
+        result = assemble(bench, args, machine, started, load_before)
+    finally:
+        if created and not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{stamp}-{name}.json"
+    md_path = out_dir / f"{stamp}-{name}.md"
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md = report.markdown(result)
+    md_path.write_text(md)
+    log("")
+    log(md)
+    log(f"wrote {json_path}")
+    log(f"wrote {md_path}")
+    if args.scale == 1 and not args.no_latest:
+        (out_dir / "latest.md").write_text(md)
+        log(f"wrote {out_dir / 'latest.md'}")
+    else:
+        log("latest.md left alone (" + ("--no-latest" if args.no_latest else "scaled run") + ")")
+
+    if any(not r["ok"] for r in bench.runs):
+        code = 1
+    elif args.fail_on_check and any(c["passed"] is False for c in result["checks"]):
+        code = 2
+    return code
+
+
+def redact(argv: list[str]) -> list[str]:
+    """The command line without credentials."""
+    out: list[str] = []
+    hide = False
+    for a in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif a in ("--secret-key", "--access-key"):
+            out.append(a)
+            hide = True
+        elif a.startswith(("--secret-key=", "--access-key=")):
+            out.append(a.split("=", 1)[0] + "=***")
+        else:
+            out.append(a)
+    return out
+
+
+def assemble(
+    bench: Bench,
+    args: argparse.Namespace,
+    machine: dict[str, Any],
+    started: str,
+    load_before: list[float] | None,
+) -> dict[str, Any]:
+    summary = report.summarise(bench.runs)
+    for (wname, pname), why in bench.not_applicable.items():
+        summary.setdefault(wname, {})[pname] = {"not_applicable": why, "runs": 0, "failed": 0}
+    subject = "fastxfer"
+    budget = next((p.memory_budget() for p in bench.peers if p.label == subject), None)
+    checks = report.checks(summary, subject=subject, baseline=args.baseline, memory_budget=budget)
+    others = [r["other_cpu_s"] for r in bench.runs if r.get("other_cpu_s") is not None]
+    steals = [r["steal_s"] for r in bench.runs if r.get("steal_s") is not None]
+    return {
+        "started_at": started,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "argv": redact(sys.argv[1:]),
+        "machine": machine,
+        "config": {
+            "runs": args.runs,
+            "scale": args.scale,
+            "peers": [p.label for p in bench.peers],
+            "baseline": args.baseline,
+            "target": bench.target.public(),
+            "server_args": bench.server_args,
+            "pause_s": args.pause,
+            "wait_idle_s": args.wait_idle,
+            "idle_cores": args.idle_cores,
+            "sample_interval_s": args.sample_interval,
+            "workdir_fs": "tmpfs" if str(bench.workdir).startswith("/dev/shm") else "other",
+        },
+        "workloads": {
+            w.name: {
+                "direction": w.direction,
+                "count": w.count,
+                "size": w.size,
+                "total_bytes": w.total_bytes,
+                "describe": w.describe(),
+                "summary": w.workload.summary,
+            }
+            for w in bench.workloads
+        },
+        "peers": {
+            p.label: {
+                "peer": p.name,
+                "summary": p.summary,
+                "settings": p.settings,
+                "memory_budget": p.memory_budget(),
+            }
+            for p in bench.peers
+        },
+        "metrics": report.METRICS,
+        "noise": {
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "other_cpu_s_median": statistics.median(others) if others else None,
+            "other_cpu_s_max": max(others) if others else None,
+            "steal_s_max": max(steals) if steals else None,
+        },
+        "summary": summary,
+        "checks": [c.as_dict() for c in checks],
+        "runs": bench.runs,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
