@@ -558,6 +558,9 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from fastxfer.runtime import tune_process
+
+    tune_process()
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "cp": lambda a: run_async(_cmd_cp(a)),
         "ls": lambda a: run_async(_cmd_ls(a)),
