@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     from fastxfer import restore_cli
 
     restore_cli.add_parsers(sub, _connection_options)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark fastxfer against other S3 clients (benchmarks/README.md)",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -546,6 +553,19 @@ async def _restore_status(args: argparse.Namespace) -> int:
     return await restore_cli.run_restore_status(args)
 
 
+def _bench(argv: list[str]) -> int:
+    try:
+        from benchmarks.run import main as bench_main
+    except ImportError:
+        print(
+            "fastxfer: error: the benchmark suite is not installed "
+            "(install fastxfer from a checkout with the [bench] extra)",
+            file=sys.stderr,
+        )
+        return 2
+    return bench_main(argv)
+
+
 def run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop when available (lower CPU per request than the default loop)."""
     try:
@@ -556,6 +576,10 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after `bench` belongs to the benchmark's own parser.
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from fastxfer.runtime import tune_process
