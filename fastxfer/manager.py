@@ -202,7 +202,8 @@ class TransferManager:
                     **cfg.extra_client_kwargs,
                 )
             )
-            self._client.meta.events.register("needs-retry.s3", self._on_needs_retry)
+            # First, so it can stop botocore's own retry loop (see below).
+            self._client.meta.events.register_first("needs-retry.s3", self._on_needs_retry)
             if cfg.bandwidth_limited:
                 limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
                 await self._stack.enter_async_context(limiter)
@@ -214,22 +215,36 @@ class TransferManager:
             raise
         return self
 
-    def _on_needs_retry(self, response: Any = None, **_: Any) -> None:
-        """botocore is about to retry: tell the pacer when it is because of throttling."""
+    def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+        """botocore is about to retry: tell the pacer when it is because of throttling.
+
+        A throttled CreateMultipartUpload is not left to botocore: its retry
+        loop would sleep while holding a connection slot, and what the server
+        limits there is the number of open uploads, not the request rate.
+        Raising Throttled here ends botocore's loop; upload.py gives the
+        open-upload slot back, shrinks that budget and waits its turn.
+        """
         if not response or self._pacer is None:
             return
         http, parsed = response
         code = (parsed or {}).get("Error", {}).get("Code", "")
         status = getattr(http, "status_code", 0)
-        if code in THROTTLE_CODES or status == 503:
-            retry_after: float | None = None
-            raw = getattr(http, "headers", {}).get("retry-after")
-            if raw:
-                try:
-                    retry_after = float(raw)
-                except ValueError:
-                    retry_after = None
-            self._pacer.on_throttle(retry_after)
+        if not (code in THROTTLE_CODES or status == 503):
+            return
+        retry_after: float | None = None
+        raw = getattr(http, "headers", {}).get("retry-after")
+        if raw:
+            try:
+                retry_after = float(raw)
+            except ValueError:
+                retry_after = None
+        if getattr(operation, "name", "") == "CreateMultipartUpload":
+            raise Throttled(
+                "CreateMultipartUpload: the server limits open multipart uploads",
+                code=code or str(status),
+                retry_after=retry_after,
+            )
+        self._pacer.on_throttle(retry_after)
 
     async def __aexit__(
         self,

@@ -12,6 +12,8 @@ on the number of open uploads rather than the request rate.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from dataclasses import dataclass
 
 from fastxfer.budget import ConnectionBudget
@@ -47,6 +49,7 @@ class Pacer:
             RequestRateLimiter(tps, max(1, tps_burst or int(tps)), clock) if tps > 0 else None
         )
         self._pause_until = 0.0
+        self._upload_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.throttles = 0
         self.paused = 0.0
 
@@ -86,6 +89,26 @@ class Pacer:
         self._uploads.on_success()
         if self.adaptive:
             self.uploads.set_limit(self._uploads.limit)
+
+    def upload_closed(self) -> None:
+        """A multipart upload completed or was aborted: the longest-waiting
+        throttled create tries now (one, not all: a herd would be throttled again)."""
+        while self._upload_waiters:
+            fut = self._upload_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def wait_upload_closed(self, timeout: float) -> None:
+        """Wait until an open upload closes, or ``timeout`` seconds at most."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._upload_waiters.append(fut)
+        sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            fut.cancel()  # left in the deque: skipped as done when reached
 
     def stats(self) -> PacerStats:
         return PacerStats(

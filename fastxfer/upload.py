@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -314,6 +315,7 @@ async def _multipart(
         )
     finally:
         tm.uploads.release()
+        tm.pacer.upload_closed()
     tm.pacer.on_upload_done()
 
 
@@ -327,6 +329,7 @@ async def _create(
     back, the budget shrinks (AIMD) and the create waits its turn.
     """
     deadline = tm.clock.monotonic() + tm.config.throttle_timeout
+    attempts = 0
     while True:
         await tm.uploads.acquire(Priority.CONTROL)
         try:
@@ -339,11 +342,18 @@ async def _create(
                 Metadata=metadata,
                 **create_kw,
             )
-        except Throttled:
+        except Throttled as exc:
             tm.uploads.release()
             if tm.clock.monotonic() >= deadline:
                 raise
-            await tm.clock.sleep(tm.pacer.on_upload_throttle())
+            attempts += 1
+            # The shared limit shrinks (AIMD); this upload also backs off on
+            # its own, exponentially with jitter, so waiters do not poll.
+            # Woken early when another upload closes: that is when the
+            # server has room again.
+            own = min(10.0, 0.1 * 2**attempts) * (0.5 + random.random() / 2)
+            delay = max(own, tm.pacer.on_upload_throttle(exc.retry_after))
+            await tm.pacer.wait_upload_closed(delay)
         except BaseException:
             tm.uploads.release()
             raise
