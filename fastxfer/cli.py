@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastxfer.config import TransferConfig
@@ -127,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(cp)
     _transfer_options(cp)
     _output_options(cp)
+
+    ab = sub.add_parser(
+        "abort-uploads",
+        help="abort incomplete multipart uploads (what a killed process leaves behind)",
+        description="List and abort incomplete multipart uploads under s3://BUCKET[/PREFIX]. "
+        "They are invisible in listings but billed as storage.",
+    )
+    ab.add_argument("url", help="s3://bucket[/prefix]")
+    ab.add_argument(
+        "--older-than",
+        default="1h",
+        help="only uploads started this long ago (default 1h; 0 for all), e.g. 30m, 2h, 1d",
+    )
+    ab.add_argument("--dry-run", action="store_true", help="list them, abort nothing")
+    _connection_options(ab)
+    ab.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list buckets or objects")
     ls.add_argument("url", nargs="?", default=None, help="s3://bucket[/prefix]")
@@ -488,6 +505,40 @@ async def _cmd_ls(args: argparse.Namespace) -> int:
                 return 0
 
 
+async def _cmd_abort_uploads(args: argparse.Namespace) -> int:
+    from fastxfer.manager import TransferManager
+    from fastxfer.restore import parse_duration
+
+    older = 0.0 if args.older_than in ("0", "0s") else parse_duration(args.older_than)
+    url = parse_s3_url(args.url)
+    cfg = TransferConfig(
+        endpoint_url=args.endpoint_url,
+        profile=args.profile,
+        region=args.region,
+        verify_tls=not args.no_verify_ssl,
+    )
+    async with TransferManager(cfg) as tm:
+        if args.dry_run:
+            now = datetime.now(UTC)
+            found = [
+                u
+                for u in await tm.list_multipart_uploads(url.bucket, url.key)
+                if not older or (now - u["Initiated"]).total_seconds() >= older
+            ]
+        else:
+            found = await tm.abort_incomplete_uploads(url.bucket, url.key, older_than=older)
+    for u in found:
+        started = u.get("Initiated")
+        when = started.isoformat() if isinstance(started, datetime) else "?"
+        if args.json:
+            print(json.dumps({"key": u["Key"], "upload_id": u["UploadId"], "initiated": when}))
+        else:
+            print(f"{'would abort' if args.dry_run else 'aborted'} {when} {u['Key']}")
+    if not args.json:
+        print(f"{len(found)} incomplete upload(s)", file=sys.stderr)
+    return 0
+
+
 def _print_obj(key: str, size: int, modified: Any, sc: Any, as_json: bool) -> None:
     if as_json:
         print(
@@ -594,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "cp": lambda a: run_async(_cmd_cp(a)),
         "ls": lambda a: run_async(_cmd_ls(a)),
+        "abort-uploads": lambda a: run_async(_cmd_abort_uploads(a)),
         "serve": _cmd_serve,
         "demo": _cmd_demo,
         "restore": lambda a: run_async(_restore(a)),

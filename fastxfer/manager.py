@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -527,9 +527,20 @@ class TransferManager:
             kw["KeyMarker"] = r.get("NextKeyMarker")
             kw["UploadIdMarker"] = r.get("NextUploadIdMarker")
 
-    async def abort_incomplete_uploads(self, bucket: str, prefix: str = "") -> int:
-        """Abort every incomplete multipart upload under ``prefix``; returns how many."""
-        uploads = await self.list_multipart_uploads(bucket, prefix)
+    async def abort_incomplete_uploads(
+        self, bucket: str, prefix: str = "", *, older_than: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Abort incomplete multipart uploads under ``prefix`` started more than
+        ``older_than`` seconds ago (so another process's running upload is spared);
+        returns the uploads aborted.  They are what a killed process leaves behind."""
+        now = datetime.now(UTC)
+        uploads = [
+            u
+            for u in await self.list_multipart_uploads(bucket, prefix)
+            if not older_than
+            or not isinstance(u.get("Initiated"), datetime)
+            or (now - u["Initiated"]).total_seconds() >= older_than
+        ]
         async with asyncio.TaskGroup() as tg:
             for u in uploads:
                 tg.create_task(
@@ -541,7 +552,7 @@ class TransferManager:
                         what="abort",
                     )
                 )
-        return len(uploads)
+        return uploads
 
     async def bucket_exists(self, bucket: str) -> None:
         """Raise NoSuchBucket / AccessDenied / BadCredentials unless the bucket is usable."""

@@ -211,3 +211,24 @@ def test_demo_runs(work_dir: str) -> None:
     out: dict[str, Any] = json.loads(r.stdout)
     assert out["identical"] is True
     assert out["bytes"] == 48 * MiB
+
+
+def test_abort_uploads_cleans_what_a_killed_process_left(
+    rclone_server: LocalS3Server, bucket: str, s3: Any
+) -> None:
+    """A process killed mid-upload leaves an incomplete multipart upload; abort-uploads
+    finds it (and only after --older-than allows) and aborts it."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key="orphan/vol1")
+    assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+    young = run_cli(rclone_server, "abort-uploads", f"s3://{bucket}/", "--older-than", "1h")
+    assert young.returncode == 0, young.stderr
+    assert "0 incomplete upload(s)" in young.stderr
+    dry = run_cli(
+        rclone_server, "abort-uploads", f"s3://{bucket}/", "--older-than", "0", "--dry-run"
+    )
+    assert "would abort" in dry.stdout
+    assert "orphan/vol1" in dry.stdout
+    r = run_cli(rclone_server, "abort-uploads", f"s3://{bucket}/orphan/", "--older-than", "0")
+    assert r.returncode == 0, r.stderr
+    assert "aborted" in r.stdout
+    assert up["UploadId"] not in str(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
