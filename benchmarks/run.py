@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import charts, report
 from benchmarks.measure import cpu_seconds
 from benchmarks.peers import (
     DEFAULT_PEERS,
@@ -42,10 +43,22 @@ from benchmarks.peers import (
     boto3_client,
     make_peer,
 )
+from benchmarks.shaper import ShaperProcess, parse_rate
 from benchmarks.sysinfo import REPO, machine_info
-from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, ScaledWorkload, select
+from benchmarks.workloads import (
+    DEFAULT_WORKLOADS,
+    LATENCY_WORKLOADS,
+    WORKLOADS,
+    ScaledWorkload,
+    Workload,
+    select,
+)
 
-RESULTS_DIR = REPO / "benchmarks" / "results"
+RESULTS_DIR = (
+    REPO / "benchmarks" / "results"
+    if (REPO / "pyproject.toml").exists()
+    else Path("fastxfer-bench-results")  # installed package (`fastxfer bench`): here
+)
 COMPARE_CHUNK = 16 * 2**20
 
 
@@ -104,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs", type=int, default=3, help="runs per peer and workload")
     p.add_argument(
+        "--suite",
+        choices=("loopback", "latency", "all"),
+        default="all",
+        help="loopback: the workloads straight to the server; latency: the high-latency "
+        "profile through the shaping proxy, each peer at every --connections; all: both",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test (~2 min): --scale 0.1 --runs 1, peers fastxfer,boto3-default, "
+        "connections 1,16; results kept out of latest.md",
+    )
+    p.add_argument(
         "--scale",
         type=float,
         default=1.0,
@@ -161,9 +187,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list workloads and peers, then exit")
     p.add_argument(
         "--render",
-        metavar="RESULT.json",
+        metavar="RESULT.json[,RESULT.json]",
         default=None,
-        help="only rewrite the Markdown report of an existing result file, then exit",
+        help="only rewrite the Markdown reports and charts of existing result files, then "
+        "exit; with --latest also publish them as latest.md (e.g. a loopback and a latency "
+        "result of separate invocations)",
+    )
+    p.add_argument("--latest", action="store_true", help="with --render: publish latest.md")
+    lg = p.add_argument_group("high-latency profile (--suite latency or all)")
+    lg.add_argument(
+        "--latency-workloads",
+        default="all",
+        help=f"comma-separated, or 'all'; known: {', '.join(LATENCY_WORKLOADS)}",
+    )
+    lg.add_argument(
+        "--latency-peers",
+        default=None,
+        help="peers for the latency profile (default: the --peers selection without "
+        "boto3-tuned, which under the connection knob only differs from boto3-default by "
+        "its SHA-256 setting)",
+    )
+    lg.add_argument(
+        "--as-shipped",
+        default="all",
+        help="latency peers also run once with their own default concurrency and part "
+        "size (comma-separated, 'all' or 'none')",
+    )
+    lg.add_argument(
+        "--delay-ms", type=float, default=40.0, help="round-trip delay the proxy adds, ms"
+    )
+    lg.add_argument(
+        "--rate",
+        default="8MB",
+        help="cap per TCP connection and direction, bytes/s (decimal: 8MB = 8e6)",
+    )
+    lg.add_argument(
+        "--connections",
+        default="1,4,16,64",
+        help="connection counts each peer runs at (its knob is set per peer; see --list)",
+    )
+    lg.add_argument(
+        "--latency-size",
+        default="160MiB",
+        help="size of the one object up and down (1 connection at 8 MB/s: ~21 s)",
+    )
+    lg.add_argument(
+        "--latency-part-size",
+        default="5MiB",
+        help="part size every peer uses in the latency profile (S3's minimum; 160 MiB "
+        "is 32 parts, so 64 connections can use only 32)",
     )
     g = p.add_argument_group("target (default: embedded rclone serve s3 on tmpfs)")
     g.add_argument("--endpoint-url", default=None, help="an S3 endpoint (MinIO, ...) instead")
@@ -319,6 +391,10 @@ class Bench:
     server_pid: int | None = None
     server_root: Path | None = None
     server_args: str | None = None
+    peer_target: Target | None = None
+    """What the peers talk to: ``target``, or the shaping proxy in front of it."""
+    proxy_pid: int | None = None
+    suite: str = "loopback"
     datasets: dict[str, Dataset] = field(default_factory=dict)
     fixture_keys: dict[str, list[str]] = field(default_factory=dict)
     client: Any = None
@@ -426,6 +502,19 @@ class Bench:
 
     # -- one run ----------------------------------------------------------------------
 
+    def import_root(self, peer: Peer) -> str:
+        """Where the child finds ``benchmarks``: the repository, or for a peer
+        in another venv (aioboto3) a folder holding only a link to the package,
+        so that venv's own botocore is not shadowed by this one's site-packages."""
+        if peer.interpreter() == sys.executable:
+            return str(REPO)
+        root = self.workdir / "pkg"
+        link = root / "benchmarks"
+        if not link.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(__file__).resolve().parent, target_is_directory=True)
+        return str(root)
+
     def run_one(self, rnd: int, w: ScaledWorkload, peer: Peer) -> dict[str, Any]:
         d = self.datasets[w.dataset]
         tag = f"r{rnd}-{w.name}-{peer.label}"
@@ -443,7 +532,7 @@ class Bench:
         job = Job(
             peer=peer.label,
             settings=peer.settings,
-            target=self.target,
+            target=self.peer_target or self.target,
             direction=w.direction,
             items=items,
             result_path=str(result_path),
@@ -456,19 +545,21 @@ class Bench:
             "files": w.count,
             "bytes": w.total_bytes,
             "ok": False,
+            "suite": self.suite,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+            [self.import_root(peer), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         srv0 = server_cpu(self.server_pid)
+        proxy0 = server_cpu(self.proxy_pid)
         busy0, steal0 = machine_cpu()
         t0 = time.perf_counter()
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.child"],
+                [peer.interpreter(), "-m", "benchmarks.child"],
                 stdin=subprocess.PIPE,
                 stdout=logf,
                 stderr=logf,
@@ -484,6 +575,7 @@ class Bench:
         t1 = time.perf_counter()
         busy1, steal1 = machine_cpu()
         srv1 = server_cpu(self.server_pid)
+        proxy1 = server_cpu(self.proxy_pid)
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_cpu = cpu_seconds(ru1) - cpu_seconds(ru0)
@@ -492,7 +584,15 @@ class Bench:
         rec["exit_code"] = proc.returncode
         rec["cpu_process_s"] = client_cpu
         rec["server_cpu_s"] = srv1 - srv0 if srv0 is not None and srv1 is not None else None
-        other = busy1 - busy0 - client_cpu - parent_cpu - (rec["server_cpu_s"] or 0.0)
+        rec["proxy_cpu_s"] = proxy1 - proxy0 if proxy0 is not None and proxy1 is not None else None
+        other = (
+            busy1
+            - busy0
+            - client_cpu
+            - parent_cpu
+            - (rec["server_cpu_s"] or 0.0)
+            - (rec["proxy_cpu_s"] or 0.0)
+        )
         rec["other_cpu_s"] = max(0.0, other)
         rec["steal_s"] = steal1 - steal0
 
@@ -519,6 +619,12 @@ class Bench:
         if child.get("process"):
             rec["peak_rss_mib"] = child["process"]["peak_rss_kib"] / 1024
         rec["extra"] = child.get("extra")
+        tool_hwm = (rec["extra"] or {}).get("tool_peak_rss_kib")
+        if tool_hwm:
+            # A tool peer: the tool's own peak, not the Python wrapper's.
+            rec["wrapper_peak_rss_mib"] = rec.get("peak_rss_mib")
+            rec["peak_rss_mib"] = tool_hwm / 1024
+            rec["peak_rss_anon_mib"] = None
 
         # Verify (outside every measurement), then clean up.
         if "error" not in rec:
@@ -576,7 +682,7 @@ class Bench:
         applicable: dict[tuple[str, str], str | None] = {}
         for w in self.workloads:
             for p in self.peers:
-                applicable[(w.name, p.label)] = p.not_applicable(self.target, w.direction)
+                applicable[(w.name, p.label)] = p.not_applicable(self.target, w.direction, w.size)
         total = self.args.runs * sum(1 for v in applicable.values() if v is None)
         n = 0
         for rnd in range(1, self.args.runs + 1):
@@ -593,7 +699,10 @@ class Bench:
                     rec = self.run_one(rnd, w, p)
                     rec["waited_for_idle_s"] = waited
                     self.runs.append(rec)
-                    log(f"[{n}/{total}] round {rnd} {w.name} {p.label}: {one_line(rec)}")
+                    log(
+                        f"[{n}/{total}] {self.suite} round {rnd} {w.name} {p.label}: "
+                        f"{one_line(rec)}"
+                    )
                     if self.args.pause > 0:
                         time.sleep(self.args.pause)
         self.not_applicable = {k: v for k, v in applicable.items() if v is not None}
@@ -610,6 +719,8 @@ def one_line(rec: dict[str, Any]) -> str:
     if rec.get("server_cpu_s_per_gib") is not None:
         parts.append(f"server {rec['server_cpu_s_per_gib']:.2f} s/GiB")
     parts.append(f"rss {rec.get('peak_rss_mib', 0):.0f} MiB")
+    if rec.get("proxy_cpu_s") is not None:
+        parts.append(f"proxy {rec['proxy_cpu_s'] / rec['wall_s']:.2f} cores")
     if rec.get("other_cpu_s", 0) > 0.5:
         parts.append(f"noise {rec['other_cpu_s']:.1f} cpu-s")
     return ", ".join(parts)
@@ -676,121 +787,315 @@ def open_target(
 # -- main -------------------------------------------------------------------------------
 
 
+def expand_names(text: str, known: list[str]) -> list[str]:
+    """Comma-separated names; ``all`` expands to ``known`` (in order)."""
+    out: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name == "all":
+            out.extend(k for k in known if k not in out)
+        elif name in out:
+            raise ValueError(f"{name} is named twice (use NAME@VARIANT for a second setting)")
+        else:
+            out.append(name)
+    return out
+
+
+@dataclass
+class Plan:
+    """One suite: its workloads and peers (latency: one peer per connection count)."""
+
+    suite: str
+    workloads: list[ScaledWorkload]
+    peers: list[Peer]
+    connections: list[int] = field(default_factory=list)
+
+
+def apply_quick(args: argparse.Namespace, argv: list[str]) -> None:
+    given = " ".join(argv)
+    if "--scale" not in given:
+        args.scale = 0.1
+    if "--runs" not in given:
+        args.runs = 1
+    if "--peers" not in given:
+        args.peers = "fastxfer,boto3-default"
+    if "--connections" not in given:
+        args.connections = "1,16"
+    if "--pause" not in given:
+        args.pause = 0.2
+    args.no_latest = True
+
+
+def make_plans(args: argparse.Namespace) -> list[Plan]:
+    overrides = parse_overrides(args.set)
+    peer_names = expand_names(args.peers, list(PEERS))
+    plans: list[Plan] = []
+    labels: set[str] = set(peer_names)
+    if args.suite in ("loopback", "all"):
+        workloads = [w.scaled(args.scale) for w in select(args.workloads)]
+        peers = [make_peer(n, overrides.get(n)) for n in peer_names]
+        plans.append(Plan("loopback", workloads, peers))
+    if args.suite in ("latency", "all"):
+        size = parse_size(args.latency_size)
+        part = parse_size(args.latency_part_size)
+        lat_workloads = [
+            Workload(w.name, w.direction, w.count, size, w.summary).scaled(args.scale)
+            for w in select(args.latency_workloads, LATENCY_WORKLOADS)
+        ]
+        conns = [int(c) for c in args.connections.split(",") if c.strip()]
+        if not conns or min(conns) < 1:
+            raise ValueError("--connections wants positive integers, e.g. 1,4,16,64")
+        lat_names = expand_names(args.latency_peers or args.peers, list(PEERS))
+        if not args.latency_peers and len(lat_names) > 1:
+            lat_names = [n for n in lat_names if n != "boto3-tuned"]
+        shipped = (
+            set(lat_names)
+            if args.as_shipped == "all"
+            else {n.strip() for n in args.as_shipped.split(",") if n.strip() != "none"}
+        )
+        lat_peers: list[Peer] = []
+        for name in lat_names:
+            base = make_peer(name, overrides.get(name))
+            # As shipped (the peer's own concurrency and part size), then each count.
+            if name in shipped:
+                lat_peers.append(make_peer(f"{name}@default", overrides.get(name)))
+                labels.add(f"{name}@default")
+            for n in conns:
+                label = f"{name}@c{n}"
+                labels.add(label)
+                merged = {
+                    **overrides.get(name, {}),
+                    **base.connection_settings(n, part),
+                    **overrides.get(label, {}),
+                }
+                lat_peers.append(make_peer(label, merged))
+        plans.append(Plan("latency", lat_workloads, lat_peers, conns))
+    stray = sorted(set(overrides) - labels)
+    if stray:
+        raise ValueError(f"--set names peer(s) not selected: {', '.join(stray)}")
+    if not plans or not any(p.peers for p in plans):
+        raise ValueError("no peer selected")
+    return plans
+
+
+def list_all() -> None:
+    print("workloads:")
+    for w in [*WORKLOADS.values(), *LATENCY_WORKLOADS.values()]:
+        print(f"  {w.name:18} {w.count} x {w.size} B {w.direction}: {w.summary}")
+    print("peers:")
+    for name, cls in PEERS.items():
+        print(f"  {name:18} {cls.summary}")
+        for k, v in cls.defaults.items():
+            print(f"  {'':18}   {k} = {v!r}")
+        try:
+            knob = cls().connection_settings(16, 8 * 2**20)
+            print(f"  {'':18}   latency profile, 16 connections, 8 MiB parts: {knob}")
+        except NotImplementedError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.list:
-        print("workloads:")
-        for w in WORKLOADS.values():
-            print(f"  {w.name:18} {w.count} x {w.size} B {w.direction}: {w.summary}")
-        print("peers:")
-        for name, cls in PEERS.items():
-            print(f"  {name:18} {cls.summary}")
-            for k, v in cls.defaults.items():
-                print(f"  {'':18}   {k} = {v!r}")
+        list_all()
         return 0
+    published: list[tuple[str, str, list[Path]]] = []
     if args.render:
-        src = Path(args.render)
-        md_out = src.with_suffix(".md")
-        md_out.write_text(report.markdown(json.loads(src.read_text())))
-        log(f"wrote {md_out}")
+        for name in args.render.split(","):
+            src = Path(name.strip())
+            result = json.loads(src.read_text())
+            md, pngs = write_report(result, src.parent, src.stem)
+            published.append((result["config"].get("suite", "loopback"), md, pngs))
+            log(f"wrote {src.with_suffix('.md')}" + "".join(f", {p.name}" for p in pngs))
+        if args.latest:
+            publish_latest(Path(args.render.split(",")[0]).parent, published)
         return 0
+    if args.quick:
+        apply_quick(args, argv)
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
     try:
-        workloads = [w.scaled(args.scale) for w in select(args.workloads)]
-        overrides = parse_overrides(args.set)
-        peer_names = [p.strip() for p in args.peers.split(",") if p.strip()]
-        if len(set(peer_names)) != len(peer_names):
-            print("error: a peer is named twice in --peers (use NAME@VARIANT)", file=sys.stderr)
-            return 2
-        stray = sorted(set(overrides) - set(peer_names))
-        if stray:
-            print(f"error: --set names peer(s) not in --peers: {', '.join(stray)}", file=sys.stderr)
-            return 2
-        peers = [make_peer(n, overrides.get(n)) for n in peer_names]
+        plans = make_plans(args)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    if not peers:
-        print("error: no peer selected", file=sys.stderr)
-        return 2
+    if args.aws and any(p.suite == "latency" for p in plans):
+        if args.suite == "latency":
+            print("error: the latency profile needs an http:// endpoint", file=sys.stderr)
+            return 2
+        log("note: no latency profile against AWS (it already has WAN latency)")
+        plans = [p for p in plans if p.suite != "latency"]
 
     workdir = Path(args.workdir) if args.workdir else default_workdir()
     created = not workdir.exists()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = args.name or "_".join(w.name for w in workloads)
-    if args.scale != 1:
-        name += f"-scale{args.scale:g}"
-
-    datasets = {w.dataset: w.count * w.size for w in workloads}
+    all_w = [w for p in plans for w in p.workloads]
+    datasets = {w.dataset: w.count * w.size for w in all_w}
     need = sum(datasets.values())
-    need += sum(datasets[w.dataset] for w in workloads if w.direction == "download")  # fixtures
-    need += max(w.total_bytes for w in workloads)  # one run's copy
+    need += sum(datasets[w.dataset] for w in all_w if w.direction == "download")  # fixtures
+    need += max(w.total_bytes for w in all_w)  # one run's copy
     if free_bytes(workdir) < need * 1.1:
         print(
             f"error: {workdir} has {free_bytes(workdir) / 2**30:.1f} GiB free, "
             f"the benchmark needs about {need * 1.1 / 2**30:.1f} GiB",
             file=sys.stderr,
         )
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
         return 2
 
-    log(f"workdir {workdir}; results in {args.results_dir}")
-    machine = machine_info()
-    load_before = loadavg()
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"workdir {workdir}; results in {out_dir}")
+    machine_info_cached()
     code = 0
     try:
         with open_target(args, workdir) as (target, srv, root):
-            prefix = args.prefix or f"fastxfer-bench/{stamp}-{secrets.token_hex(3)}"
-            bench = Bench(
-                args=args,
-                workloads=workloads,
-                peers=peers,
-                workdir=workdir,
-                target=target,
-                prefix=prefix.rstrip("/"),
-                server_pid=srv.pid if srv is not None else args.server_pid,
-                server_root=root,
-                server_args=" ".join(("rclone serve s3", *srv.extra_args)) if srv else None,
-            )
-            bench.client = boto3_client(target)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            prefix = (args.prefix or f"fastxfer-bench/{stamp}-{secrets.token_hex(3)}").rstrip("/")
             log(f"target {target.kind} {target.endpoint_url or 'AWS'} bucket {target.bucket}")
-            bench.make_datasets()
-            try:
-                bench.upload_fixtures()
-                bench.run_all()
-            finally:
-                for keys in bench.fixture_keys.values():
-                    with contextlib.suppress(Exception):
-                        bench.delete_keys(keys)
-        result = assemble(bench, args, machine, started, load_before)
+            client = boto3_client(target)
+            for plan in plans:
+                bench, result = run_plan(plan, args, target, srv, root, workdir, prefix, client)
+                name = args.name or (
+                    "all"
+                    if args.workloads == "all" and plan.suite == "loopback"
+                    else "_".join(w.name for w in plan.workloads)
+                )
+                name = f"{plan.suite}-{name}"
+                if args.scale != 1:
+                    name += f"-scale{args.scale:g}"
+                stem = f"{result['started_at'].replace('-', '').replace(':', '')}-{name}"
+                json_path = out_dir / f"{stem}.json"
+                json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+                md, pngs = write_report(result, out_dir, stem)
+                log("")
+                log(md)
+                log(f"wrote {json_path}, {stem}.md" + "".join(f", {p.name}" for p in pngs))
+                published.append((plan.suite, md, pngs))
+                if any(not r["ok"] for r in bench.runs):
+                    code = 1
+                elif args.fail_on_check and any(c["passed"] is False for c in result["checks"]):
+                    code = max(code, 2)
     finally:
         if created and not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    out_dir = Path(args.results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{stamp}-{name}.json"
-    md_path = out_dir / f"{stamp}-{name}.md"
-    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    md = report.markdown(result)
-    md_path.write_text(md)
-    log("")
-    log(md)
-    log(f"wrote {json_path}")
-    log(f"wrote {md_path}")
-    if args.scale == 1 and not args.no_latest:
-        (out_dir / "latest.md").write_text(md)
-        log(f"wrote {out_dir / 'latest.md'}")
+    if args.scale == 1 and not args.no_latest and published:
+        publish_latest(out_dir, published)
     else:
-        log("latest.md left alone (" + ("--no-latest" if args.no_latest else "scaled run") + ")")
-
-    if any(not r["ok"] for r in bench.runs):
-        code = 1
-    elif args.fail_on_check and any(c["passed"] is False for c in result["checks"]):
-        code = 2
+        why = "--no-latest/--quick" if args.no_latest else "scaled run"
+        log(f"latest.md left alone ({why})")
     return code
+
+
+def write_report(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[str, list[Path]]:
+    """``<stem>.md`` and the charts ``<stem>-*.png``; returns (Markdown, charts)."""
+    md = report.markdown(result)
+    pngs = charts.render(result, out_dir, stem)
+    if pngs:
+        md += "\n## Charts\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+    (out_dir / f"{stem}.md").write_text(md)
+    return md, pngs
+
+
+def publish_latest(out_dir: Path, published: list[tuple[str, str, list[Path]]]) -> None:
+    """latest.md (every suite's report, one after the other) and latest-<suite>-*.png."""
+    parts: list[str] = []
+    for suite, md, pngs in published:
+        text = md
+        for png in pngs:
+            dst = f"latest-{suite}-{png.stem.rsplit('-', 1)[-1]}.png"
+            shutil.copyfile(png, out_dir / dst)
+            text = text.replace(f"]({png.name})", f"]({dst})")
+        parts.append(text)
+    (out_dir / "latest.md").write_text("\n\n".join(parts))
+    log(f"wrote {out_dir / 'latest.md'}")
+
+
+def run_plan(
+    plan: Plan,
+    args: argparse.Namespace,
+    target: Target,
+    srv: Any,
+    root: Path | None,
+    workdir: Path,
+    prefix: str,
+    client: Any,
+) -> tuple[Bench, dict[str, Any]]:
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = loadavg()
+    bench = Bench(
+        args=args,
+        workloads=plan.workloads,
+        peers=plan.peers,
+        workdir=workdir,
+        target=target,
+        prefix=f"{prefix}/{plan.suite}",
+        server_pid=srv.pid if srv is not None else args.server_pid,
+        server_root=root,
+        server_args=" ".join(("rclone serve s3", *srv.extra_args)) if srv else None,
+        suite=plan.suite,
+    )
+    bench.client = client
+    shaping: dict[str, Any] | None = None
+    with contextlib.ExitStack() as stack:
+        if plan.suite == "latency":
+            url = target.endpoint_url or ""
+            m = re.fullmatch(r"http://([^/:]+):(\d+)/?", url)
+            if not m:
+                raise SystemExit(
+                    f"the latency profile needs an http://HOST:PORT endpoint, not {url!r}"
+                )
+            rate = parse_rate(args.rate)
+            shaper = stack.enter_context(
+                ShaperProcess(
+                    f"{m.group(1)}:{m.group(2)}",
+                    args.delay_ms,
+                    rate,
+                    str(workdir / "logs" / "shaper.log"),
+                )
+            )
+            bench.proxy_pid = shaper.pid
+            bench.peer_target = dataclasses.replace(
+                target, endpoint_url=f"http://127.0.0.1:{shaper.port}"
+            )
+            shaping = {
+                "delay_ms": args.delay_ms,
+                "rate_bytes_s": rate,
+                "connections": plan.connections,
+                "part_size": parse_size(args.latency_part_size),
+                "proxy": "benchmarks/shaper.py (asyncio + uvloop), delay/2 per direction, "
+                "token bucket per connection and direction",
+            }
+            log(
+                f"latency profile: proxy 127.0.0.1:{shaper.port} -> {m.group(1)}:{m.group(2)}, "
+                f"RTT +{args.delay_ms:g} ms, {rate / 1e6:g} MB/s per connection"
+            )
+        bench.make_datasets()
+        try:
+            bench.upload_fixtures()
+            bench.run_all()
+        finally:
+            for keys in bench.fixture_keys.values():
+                with contextlib.suppress(Exception):
+                    bench.delete_keys(keys)
+    result = assemble(bench, args, machine_info_cached(), started, load_before)
+    result["config"]["suite"] = plan.suite
+    result["config"]["shaping"] = shaping
+    return bench, result
+
+
+_MACHINE: dict[str, Any] = {}
+
+
+def machine_info_cached() -> dict[str, Any]:
+    if not _MACHINE:
+        _MACHINE.update(machine_info())
+    return _MACHINE
 
 
 def redact(argv: list[str]) -> list[str]:
@@ -823,7 +1128,13 @@ def assemble(
         summary.setdefault(wname, {})[pname] = {"not_applicable": why, "runs": 0, "failed": 0}
     subject = "fastxfer"
     budget = next((p.memory_budget() for p in bench.peers if p.label == subject), None)
-    checks = report.checks(summary, subject=subject, baseline=args.baseline, memory_budget=budget)
+    checks = report.checks(
+        summary,
+        subject=subject,
+        baseline=args.baseline,
+        memory_budget=budget,
+        suite=bench.suite,
+    )
     others = [r["other_cpu_s"] for r in bench.runs if r.get("other_cpu_s") is not None]
     steals = [r["steal_s"] for r in bench.runs if r.get("steal_s") is not None]
     return {

