@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "`python -m benchmarks.restore_scenario` (2-core machine; the moto server, the client "
         "and the downloads share it).  Restores take "
         f"{a.delay:g} s from each RestoreObject; `--poll-interval {a.poll:g}s --tier {a.tier}`; "
-        "defaults otherwise (RestoreObject capped at 100/s).",
+        "defaults otherwise (RestoreObject capped at its default 50/s).",
         "",
         "| | RestoreObject | GET | HEAD | LIST |",
         "|---|---:|---:|---:|---:|",

@@ -58,8 +58,8 @@ def add_parsers(
     r.add_argument(
         "--tps",
         type=float,
-        default=100.0,
-        help="RestoreObject requests per second (100; 0: no cap)",
+        default=50.0,
+        help="RestoreObject requests per second (50, i.e. 180,000 an hour; 0: no cap)",
     )
     r.add_argument(
         "--poll-interval",
