@@ -199,23 +199,6 @@ async def _commit(
     os.replace(tmp, dest)
 
 
-def _info_from_get(bucket: str, key: str, r: dict[str, Any]) -> ObjectInfo:
-    from fastxfer.manager import ObjectInfo
-
-    return ObjectInfo(
-        bucket=bucket,
-        key=key,
-        size=int(r.get("ContentLength", 0)),
-        etag=str(r.get("ETag", "")),
-        last_modified=r.get("LastModified"),
-        storage_class=str(r.get("StorageClass") or "STANDARD"),
-        metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
-        checksum_crc64nvme=r.get("ChecksumCRC64NVME"),
-        checksum_type=r.get("ChecksumType"),
-        restore=r.get("Restore"),
-    )
-
-
 async def _download_small(
     tm: TransferManager, bucket: str, key: str, dest: str, tracker: _Tracker
 ) -> bool:
@@ -235,7 +218,9 @@ async def _download_small(
                 return False
             raise err from exc
         tm.pacer.on_success()
-        info = _info_from_get(bucket, key, resp)
+        from fastxfer.manager import ObjectInfo
+
+        info = ObjectInfo.from_response(bucket, key, resp)
         body = resp["Body"]
         fd, tmp = -1, ""
         ok = False

@@ -49,6 +49,22 @@ class ObjectInfo:
     restore: str | None = None
     """The raw x-amz-restore header (e.g. 'ongoing-request="false", expiry-date=...')."""
 
+    @classmethod
+    def from_response(cls, bucket: str, key: str, r: Mapping[str, Any]) -> ObjectInfo:
+        """From a HeadObject or GetObject response (both carry the same headers)."""
+        return cls(
+            bucket=bucket,
+            key=key,
+            size=int(r.get("ContentLength", 0)),
+            etag=str(r.get("ETag", "")),
+            last_modified=r.get("LastModified"),
+            storage_class=str(r.get("StorageClass") or "STANDARD"),
+            metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+            checksum_crc64nvme=r.get("ChecksumCRC64NVME"),
+            checksum_type=r.get("ChecksumType"),
+            restore=r.get("Restore"),
+        )
+
     @property
     def is_cold(self) -> bool:
         """Archived and without a readable restored copy."""
@@ -469,18 +485,7 @@ class TransferManager:
         r = await self.request(
             "head_object", bucket=bucket, key=key, ChecksumMode="ENABLED", what="HEAD"
         )
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=int(r.get("ContentLength", 0)),
-            etag=str(r.get("ETag", "")),
-            last_modified=r.get("LastModified"),
-            storage_class=str(r.get("StorageClass") or "STANDARD"),
-            metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
-            checksum_crc64nvme=r.get("ChecksumCRC64NVME"),
-            checksum_type=r.get("ChecksumType"),
-            restore=r.get("Restore"),
-        )
+        return ObjectInfo.from_response(bucket, key, r)
 
     async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Every object under ``prefix``, page by page (1,000 keys a request)."""
