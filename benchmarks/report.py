@@ -311,6 +311,11 @@ def markdown(result: dict[str, Any]) -> str:
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[c["passed"]]
         lines.append(f"- **{mark}** {c['name']}: {c['detail']}")
     lines.append("")
+    if result.get("notes"):
+        lines.append("## Notes")
+        lines.append("")
+        lines.extend(f"- {n}" for n in result["notes"])
+        lines.append("")
     lines.append("## Peers")
     lines.append("")
     for pname, p in result["peers"].items():

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
     from botocore.config import Config
 
-    from moto_realistic import RealisticMotoServer
+    from moto_realistic import RealisticMotoServer  # type: ignore[import-not-found]
 
     n = a.objects
     with (
