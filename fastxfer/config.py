@@ -92,6 +92,9 @@ class TransferConfig:
     """Objects at or above this size use multipart upload / ranged GETs."""
     part_size: int = 16 * MiB
     """Preferred part size; raised automatically to fit 10,000 parts."""
+    download_part_size: int | None = None
+    """Bytes per ranged GET; None: enough ranges for every connection, as large as
+    that allows (``part_size`` to 64 MiB; fewer, larger ranges cost the server less)."""
     memory_limit: int = 512 * MiB
     """Upper bound on part buffers held in memory at once."""
     io_chunk_size: int = 1 * MiB
@@ -151,6 +154,12 @@ class TransferConfig:
             raise InvalidConfig(
                 f"part size {self.part_size} is outside S3's limits",
                 hint="use a value between 5 MiB and 5 GiB",
+            )
+        if self.download_part_size is not None and not (
+            MIN_PART_SIZE <= self.download_part_size <= MAX_PART_SIZE
+        ):
+            raise InvalidConfig(
+                f"download part size {self.download_part_size} is outside 5 MiB - 5 GiB"
             )
         if self.memory_limit < self.part_size:
             raise InvalidConfig(

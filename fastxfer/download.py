@@ -34,6 +34,7 @@ from fastxfer.throttle import CHUNK_SIZE
 from fastxfer.upload import _first_error
 
 if TYPE_CHECKING:
+    from fastxfer.config import TransferConfig
     from fastxfer.manager import ObjectInfo, TransferManager
     from fastxfer.transfer import _Tracker
 
@@ -260,6 +261,26 @@ async def _download_small(
     return True
 
 
+MAX_AUTO_RANGE = 64 * 1024 * 1024
+
+
+def range_size(size: int, cfg: TransferConfig) -> int:
+    """Bytes per ranged GET for an object of ``size`` bytes.
+
+    ``download_part_size`` when set; otherwise enough ranges to use every
+    connection, but as few and as large as that allows (between
+    ``part_size`` and 64 MiB).  Measured on a 1 GiB download from rclone serve
+    s3: 16 MiB ranges 283-566 MB/s with the server at 1.0-3.0 CPU-s/GiB;
+    64 MiB ranges 660 MB/s with the server at 0.85.
+    """
+    if cfg.download_part_size:
+        return fit_part_size(size, cfg.download_part_size)
+    mib = 1024 * 1024
+    per_connection = -(-size // cfg.max_concurrency)
+    part = max(cfg.part_size, min(MAX_AUTO_RANGE, -(-per_connection // mib) * mib))
+    return fit_part_size(size, part)
+
+
 def _reserve(fd: int, size: int, path: str) -> None:
     """Reserve the space up front so a full disk fails now, not at 99%.
 
@@ -322,7 +343,7 @@ async def _fetch_all(
         tracker.parts_total = tracker.parts_done = 1
         return 0
     ranged = size >= cfg.multipart_threshold
-    part = fit_part_size(size, cfg.part_size) if ranged else size
+    part = range_size(size, cfg) if ranged else size
     count = -(-size // part)
     tracker.parts_total = count
     tracker.multipart = count > 1

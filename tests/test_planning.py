@@ -126,3 +126,20 @@ def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
     from fastxfer.manager import parse_timestamp
 
     assert parse_timestamp(value) == botocore_parse(value)
+
+
+@pytest.mark.parametrize(
+    ("size", "concurrency", "part", "expected"),
+    [
+        (1 * GiB, 16, 16 * MiB, 64 * MiB),  # one range per connection
+        (2 * GiB, 16, 16 * MiB, 64 * MiB),  # capped at 64 MiB: 32 ranges
+        (160 * MiB, 16, 5 * MiB, 10 * MiB),  # every connection busy over a slow link
+        (40 * MiB, 16, 16 * MiB, 16 * MiB),  # never below part_size
+    ],
+)
+def test_download_range_size(size: int, concurrency: int, part: int, expected: int) -> None:
+    from fastxfer.download import range_size
+
+    cfg = TransferConfig(max_concurrency=concurrency, part_size=part)
+    assert range_size(size, cfg) == expected
+    assert range_size(size, cfg.replace(download_part_size=8 * MiB)) == 8 * MiB
