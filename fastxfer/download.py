@@ -269,9 +269,11 @@ def range_size(size: int, cfg: TransferConfig) -> int:
 
     ``download_part_size`` when set; otherwise enough ranges to use every
     connection, but as few and as large as that allows (between
-    ``part_size`` and 64 MiB).  Measured on a 1 GiB download from rclone serve
-    s3: 16 MiB ranges 283-566 MB/s with the server at 1.0-3.0 CPU-s/GiB;
-    64 MiB ranges 660 MB/s with the server at 0.85.
+    ``part_size`` and 64 MiB): fewer requests for the same parallelism.
+    Measured on 1 GiB downloads from rclone serve s3: 64 MiB ranges 614-665
+    MB/s, 16 MiB ranges 566-614 MB/s when the server is in its cheap mode; in
+    some runs (the first read after the object was written, it seems) the
+    server burns ~3 CPU-s/GiB and either range size drops to ~290 MB/s.
     """
     if cfg.download_part_size:
         return fit_part_size(size, cfg.download_part_size)
