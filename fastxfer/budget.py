@@ -9,8 +9,6 @@ import asyncio
 import collections
 import contextlib
 import mmap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastxfer.throttle import AdjustableSemaphore
@@ -67,14 +65,6 @@ class MemoryBudget:
             self._waiters.popleft()
             self._take(n)
             fut.set_result(None)
-
-    @asynccontextmanager
-    async def hold(self, n: int) -> AsyncIterator[None]:
-        await self.acquire(n)
-        try:
-            yield
-        finally:
-            self.release(n)
 
 
 class Priority:

@@ -225,7 +225,6 @@ def _config_from(args: argparse.Namespace) -> TransferConfig:
 class _Totals:
     files: int = 0
     bytes_total: int = 0
-    done_files: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -397,14 +396,9 @@ async def _cmd_cp(args: argparse.Namespace) -> int:
                 )
             return tm.download(j.bucket, j.key, j.local, size_hint=j.size, subscribers=subs)
 
-        if bar:
-            bar.__enter__()
-        try:
+        with bar if bar else contextlib.nullcontext():
             handles = [start(j) for j in jobs]
             results = await asyncio.gather(*handles, return_exceptions=True)
-        finally:
-            if bar:
-                bar.__exit__(None, None, None)
     elapsed = time.monotonic() - started
     exit_code = 0
     moved = 0

@@ -21,12 +21,10 @@ from fastxfer import integrity
 from fastxfer.budget import Priority
 from fastxfer.errors import (
     ColdObject,
-    FastxferError,
     IntegrityError,
     LocalFileError,
     Throttled,
     TransferFailed,
-    is_retryable_code,
     translate,
 )
 from fastxfer.planning import fit_part_size
@@ -40,16 +38,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastxfer")
 
-# Errors while reading a response body: the range is resumed where it stopped.
-_STREAM_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
+    """Errors while reading a response body: the range is resumed where it stopped."""
     import aiohttp
     from botocore import exceptions as bce
 
     return (
-        *_STREAM_ERRORS,
+        ConnectionError,
+        TimeoutError,
         aiohttp.ClientPayloadError,
         aiohttp.ClientConnectionError,
         bce.ReadTimeoutError,
@@ -205,7 +202,6 @@ async def _download_small(
 ) -> bool:
     """One whole-object GET into a temp file; False if the stream broke (caller falls back)."""
     await tm.pacer.before_request()
-    tm.request_counts["get_object"] += 1
     tracker.requests["get_object"] += 1
     async with tm.connections.slot(Priority.DATA):
         try:
@@ -226,29 +222,14 @@ async def _download_small(
         fd, tmp = -1, ""
         ok = False
         try:
-            async with body:
-                _note_info(tracker, info)
-                tracker.parts_total = 1
-                fd, tmp = _open_tmp(dest)
-                stream = body.content if hasattr(body, "content") else body
-                pos, crc = 0, 0
-                bw = tm.bandwidth
-                conn = bw.new_connection_bucket() if bw is not None else None
-                chunk = tm.config.io_chunk_size if bw is None else CHUNK_SIZE
-                while pos < info.size:
-                    data = await stream.read(min(chunk, info.size - pos))
-                    if not data:
-                        return False
-                    if bw is not None:
-                        await bw.acquire(len(data), "down", conn)
-                    os.pwrite(fd, data, pos)
-                    crc = integrity.crc64nvme(data, crc)
-                    pos += len(data)
-                    tracker.progress(len(data))
+            _note_info(tracker, info)
+            tracker.parts_total = 1
+            fd, tmp = _open_tmp(dest)
+            _, crc = await _write_body(tm, body, fd, 0, info.size, 0, tracker)
             await _commit(tm, info, fd, tmp, dest, crc, tracker)
             fd = -1
             ok = True
-        except _stream_errors():
+        except _Resumable:
             tracker.progress(-tracker.bytes_done)
             return False
         except OSError as exc:
@@ -427,7 +408,6 @@ async def _get_range(
     if info.etag:
         kw["IfMatch"] = info.etag
     await tm.pacer.before_request()
-    tm.request_counts["get_object"] += 1
     tracker.requests["get_object"] += 1
     try:
         resp = await tm.client.get_object(Bucket=bucket, Key=key, **kw)
@@ -436,25 +416,34 @@ async def _get_range(
     except Exception as exc:
         from botocore.exceptions import ClientError
 
-        if isinstance(exc, ClientError):
-            if isinstance(translate(exc), Throttled):
-                tm.pacer.on_throttle()
-                raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
-            err = translate(exc, bucket=bucket, key=key, op="GET")
-            code = exc.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "412"):
-                raise TransferFailed(
-                    f"s3://{bucket}/{key} changed while it was downloaded",
-                    hint="download it again",
-                ) from exc
-            if not is_retryable_code(str(code)) or isinstance(err, FastxferError):
-                raise err from exc
-        raise
+        if not isinstance(exc, ClientError):
+            raise  # connection errors: the caller's retry loop resumes the range
+        err = translate(exc, bucket=bucket, key=key, op="GET")
+        if isinstance(err, Throttled):
+            tm.pacer.on_throttle()
+            raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            raise TransferFailed(
+                f"s3://{bucket}/{key} changed while it was downloaded",
+                hint="download it again",
+            ) from exc
+        raise err from exc
     tm.pacer.on_success()
+    return await _write_body(tm, resp["Body"], fd, pos, end, crc, tracker)
+
+
+async def _write_body(
+    tm: TransferManager, body: Any, fd: int, pos: int, end: int, crc: int, tracker: _Tracker
+) -> tuple[int, int]:
+    """Write a response body at [pos, end) of fd; returns (new pos, running crc).
+
+    Bandwidth caps apply here, where the bytes arrive.  A stream error or an
+    early close raises _Resumable carrying the progress made, so the caller
+    can resume exactly where the data stopped.
+    """
     bw = tm.bandwidth
     conn = bw.new_connection_bucket() if bw is not None else None
     chunk_size = tm.config.io_chunk_size if bw is None else min(tm.config.io_chunk_size, CHUNK_SIZE)
-    body = resp["Body"]
     stream = body.content if hasattr(body, "content") else body
     readany = hasattr(stream, "readchunk") and bw is None
     try:
@@ -472,7 +461,9 @@ async def _get_range(
                 if bw is not None:
                     await bw.acquire(n, "down", conn)
                 if pos + n > end:
-                    raise IntegrityError(f"s3://{bucket}/{key}: server sent more bytes than asked")
+                    raise IntegrityError(
+                        f"s3://{tracker.bucket}/{tracker.key}: server sent more bytes than asked"
+                    )
                 os.pwrite(fd, data, pos)
                 crc = integrity.crc64nvme(data, crc)
                 pos += n

@@ -100,18 +100,10 @@ class EndpointUnreachable(S3Error):
 class Throttled(S3Error):
     """The server kept answering SlowDown after every retry."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        code: str | None = None,
-        bucket: str | None = None,
-        key: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
-        super().__init__(message, hint=hint, code=code, bucket=bucket, key=key)
+        """The server's Retry-After hint, seconds."""
+        super().__init__(message, **kw)
 
 
 class ColdObject(S3Error):
@@ -141,41 +133,6 @@ THROTTLE_CODES = frozenset(
     }
 )
 """Error codes that mean "slow down": always safe to retry after a pause."""
-
-# Codes that mean "retrying will not help".
-_NOT_RETRYABLE_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "NoSuchBucket",
-        "NoSuchKey",
-        "NoSuchUpload",
-        "InvalidObjectState",
-        "ObjectNotInActiveTierError",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidStorageClass",
-        "InvalidArgument",
-        "InvalidBucketName",
-        "EntityTooLarge",
-        "EntityTooSmall",
-        "InvalidPart",
-        "InvalidPartOrder",
-        "InvalidRange",
-        "PreconditionFailed",
-        "NotImplemented",
-        "MethodNotAllowed",
-        "404",
-        "403",
-        "412",
-        "416",
-    }
-)
-
-
-def is_retryable_code(code: str | None) -> bool:
-    """Whether a part/range that failed with this S3 error code may be re-sent."""
-    return code not in _NOT_RETRYABLE_CODES
 
 
 def translate(

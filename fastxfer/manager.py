@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import email.utils
 import itertools
@@ -150,8 +149,6 @@ class TransferManager:
         self.clock: Clock = clock or SystemClock()
         self._tasks: set[asyncio.Task[TransferStats]] = set()
         self._ids = itertools.count(1)
-        self.request_counts: collections.Counter[str] = collections.Counter()
-        """Requests sent, by S3 operation name (botocore's retries not included)."""
 
     # -- lifecycle -------------------------------------------------------
 
@@ -345,7 +342,6 @@ class TransferManager:
         deadline = self.clock.monotonic() + self.config.throttle_timeout
         while True:
             await pacer.before_request()
-            self.request_counts[op] += 1
             slot = contextlib.nullcontext() if held_slot else self.connections.slot(priority)
             async with slot:
                 try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastxfer import integrity
 from fastxfer.body import PartBody
-from fastxfer.budget import Buffer, BufferPool, Priority
+from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import (
     FastxferError,
     IntegrityError,
@@ -178,20 +178,18 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
 
     pool = tm.buffers
     size = reader.size
-    if (
-        mode == "client"
-        and isinstance(reader, _FileReader)
-        and size
-        and size >= cfg.multipart_threshold
-    ):
-        # The whole-object CRC must be known when the upload is created, as
-        # user metadata is fixed then: one mmap pass over the file.
-        crc, _ = await asyncio.get_running_loop().run_in_executor(
-            None, integrity.file_crc64nvme, reader.path
-        )
-        metadata[integrity.METADATA_KEY] = integrity.to_b64(crc)
-    elif mode == "client" and isinstance(reader, _BytesReader) and size is not None:
-        metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))
+    if mode == "client" and size is not None and size >= cfg.multipart_threshold:
+        # A multipart upload's user metadata is fixed when it is created, so
+        # the whole-object CRC is needed first (a single PUT computes it from
+        # the body it already holds).  Streams cannot be read twice: see
+        # _multipart.
+        if isinstance(reader, _FileReader):
+            crc, _ = await asyncio.get_running_loop().run_in_executor(
+                None, integrity.file_crc64nvme, reader.path
+            )
+            metadata[integrity.METADATA_KEY] = integrity.to_b64(crc)
+        elif isinstance(reader, _BytesReader):
+            metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))
 
     part_size = fit_part_size(size, cfg.part_size) if size is not None else cfg.part_size
     if part_size > tm.memory.limit:
@@ -227,7 +225,7 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
     except BaseException:
         pool.put(buf)
         raise
-    await _multipart(tm, job, reader, pool, buf, n, part_size, metadata, extra, mode, tracker)
+    await _multipart(tm, job, reader, buf, n, part_size, metadata, extra, mode, tracker)
 
 
 async def _put_single(
@@ -274,7 +272,6 @@ async def _multipart(
     tm: TransferManager,
     job: UploadJob,
     reader: _Reader,
-    pool: BufferPool,
     first_buf: Buffer,
     first_n: int,
     part_size: int,
@@ -284,6 +281,7 @@ async def _multipart(
     tracker: _Tracker,
 ) -> None:
     tracker.multipart = True
+    pool = tm.buffers
     if mode == "client" and integrity.METADATA_KEY not in metadata:
         # A stream cannot be read twice for a whole-object CRC up front:
         # let the server check every part's Content-MD5 instead.
@@ -304,7 +302,6 @@ async def _multipart(
             tm,
             job,
             reader,
-            pool,
             first_buf,
             first_n,
             part_size,
@@ -363,7 +360,6 @@ async def _parts_and_complete(
     tm: TransferManager,
     job: UploadJob,
     reader: _Reader,
-    pool: BufferPool,
     first_buf: Buffer,
     first_n: int,
     part_size: int,
@@ -373,6 +369,7 @@ async def _parts_and_complete(
     upload_id: str,
 ) -> None:
     cfg = tm.config
+    pool = tm.buffers
 
     async def abort() -> None:
         await tm.request(
