@@ -30,7 +30,7 @@ from typing import Any
 from fastxfer import BaseSubscriber, ProgressEvent, TransferConfig, TransferManager
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
-from fastxfer.throttle import default_burst
+from fastxfer.tokenbucket import default_burst
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

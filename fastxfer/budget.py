@@ -8,10 +8,89 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
+import itertools
 import mmap
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastxfer.throttle import AdjustableSemaphore
+from fastxfer.errors import InvalidConfig
+
+
+class AdjustableSemaphore:
+    """Slot pool with a capacity that may change at runtime, and priorities.
+
+    Lower ``priority`` is served first, FIFO within a priority.  Lowering the
+    limit revokes nothing: new grants wait until ``in_use < limit``.  A waiter
+    cancelled just after being granted passes the slot on.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = self._check(limit)
+        self._in_use = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
+
+    def set_limit(self, limit: int) -> None:
+        self._limit = self._check(limit)
+        self._wake()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (priority, next(self._seq), fut)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted, then cancelled before running: pass it on
+            elif entry in self._waiters:  # frees no capacity: nobody else to wake
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        if self._in_use == 0:
+            raise RuntimeError("AdjustableSemaphore released more times than acquired")
+        self._in_use -= 1
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+        """``async with sem.slot(priority):`` holds one slot for the block."""
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                self._in_use += 1
+                fut.set_result(None)
+
+    @staticmethod
+    def _check(limit: int) -> int:
+        if limit < 1:
+            raise InvalidConfig(f"slot limit must be >= 1, got {limit}", hint="e.g. 16")
+        return limit
 
 
 class MemoryBudget:

@@ -11,7 +11,7 @@ from fastxfer.errors import InvalidConfig
 from fastxfer.limits import MAX_PART_SIZE, MIN_PART_SIZE, GiB, MiB
 
 if TYPE_CHECKING:
-    from fastxfer.throttle import BandwidthSettings
+    from fastxfer.bandwidth import BandwidthSettings
 
 ChecksumMode = Literal["auto", "server", "client", "md5", "off"]
 """How integrity is ensured (see README "Integrity"):
@@ -181,7 +181,7 @@ class TransferConfig:
             raise InvalidConfig(f"tps_burst must not be negative, got {self.tps_burst}")
         positive("throttle_timeout", self.throttle_timeout)
         if self.bwlimit_schedule is not None:
-            from fastxfer.throttle import Schedule
+            from fastxfer.bandwidth import Schedule
 
             Schedule.parse(self.bwlimit_schedule)  # raises InvalidConfig on a bad timetable
         if self.storage_class is not None:
@@ -198,7 +198,7 @@ class TransferConfig:
         return self.checksum
 
     def bandwidth_settings(self) -> BandwidthSettings:
-        from fastxfer.throttle import BandwidthSettings, Schedule
+        from fastxfer.bandwidth import BandwidthSettings, Schedule
 
         return BandwidthSettings(
             total=self.bwlimit,

@@ -27,12 +27,11 @@ from fastxfer.errors import (
     TransferFailed,
     translate,
 )
-from fastxfer.planning import fit_part_size
-from fastxfer.throttle import CHUNK_SIZE
+from fastxfer.planning import range_size
+from fastxfer.tokenbucket import CHUNK_SIZE
 from fastxfer.upload import _first_error
 
 if TYPE_CHECKING:
-    from fastxfer.config import TransferConfig
     from fastxfer.manager import ObjectInfo, TransferManager
     from fastxfer.transfer import _Tracker
 
@@ -240,28 +239,6 @@ async def _download_small(
     tracker.parts_done = 1
     tracker.progress(0, flush=True)
     return True
-
-
-MAX_AUTO_RANGE = 64 * 1024 * 1024
-
-
-def range_size(size: int, cfg: TransferConfig) -> int:
-    """Bytes per ranged GET for an object of ``size`` bytes.
-
-    ``download_part_size`` when set; otherwise enough ranges to use every
-    connection, but as few and as large as that allows (between
-    ``part_size`` and 64 MiB): fewer requests for the same parallelism.
-    Measured on 1 GiB downloads from rclone serve s3: 64 MiB ranges 614-665
-    MB/s, 16 MiB ranges 566-614 MB/s when the server is in its cheap mode; in
-    some runs (the first read after the object was written, it seems) the
-    server burns ~3 CPU-s/GiB and either range size drops to ~290 MB/s.
-    """
-    if cfg.download_part_size:
-        return fit_part_size(size, cfg.download_part_size)
-    mib = 1024 * 1024
-    per_connection = -(-size // cfg.max_concurrency)
-    part = max(cfg.part_size, min(MAX_AUTO_RANGE, -(-per_connection // mib) * mib))
-    return fit_part_size(size, part)
 
 
 def _reserve(fd: int, size: int, path: str) -> None:

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from fastxfer.bandwidth import BandwidthLimiter
 from fastxfer.budget import BufferPool, ConnectionBudget, MemoryBudget, Priority
+from fastxfer.clock import Clock, SystemClock
 from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.errors import (
     THROTTLE_CODES,
@@ -26,7 +28,7 @@ from fastxfer.errors import (
 )
 from fastxfer.pacing import Pacer, PacerStats
 from fastxfer.progress import Subscriber
-from fastxfer.throttle import BandwidthLimiter, Clock, SystemClock
+from fastxfer.storage_class import is_cold
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
 
 UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncIterable[bytes]
@@ -67,9 +69,7 @@ class ObjectInfo:
     @property
     def is_cold(self) -> bool:
         """Archived and without a readable restored copy."""
-        if self.storage_class not in ("GLACIER", "DEEP_ARCHIVE"):
-            return False
-        return not (self.restore and 'ongoing-request="false"' in self.restore)
+        return is_cold(self.storage_class, self.restore)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,104 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastxfer.budget import ConnectionBudget
-from fastxfer.throttle import AimdController, Clock, RequestRateLimiter
+from fastxfer.clock import Clock
+from fastxfer.errors import InvalidConfig
+from fastxfer.tokenbucket import TokenBucket, check_rate
+
+
+class RequestRateLimiter:
+    """Requests-per-second cap (``--tps``): ``tps`` per second, bursts of ``burst``.
+
+    Unlike a bandwidth bucket it starts full, as golang.org/x/time/rate (behind
+    rclone's ``--tpslimit``) does: the first ``burst`` requests go at once.
+    ``tps`` 0 means unlimited.
+    """
+
+    def __init__(self, tps: float, burst: int, clock: Clock) -> None:
+        if burst < 1:
+            raise InvalidConfig(f"request burst must be >= 1, got {burst}", hint="e.g. 10")
+        self._bucket = TokenBucket(check_rate(tps, "tps"), burst, clock, initial=burst)
+
+    async def acquire(self) -> None:
+        """Wait for permission to send one request."""
+        await self._bucket.acquire(1)
+
+
+class AimdController:
+    """Additive-increase / multiplicative-decrease concurrency limit, driven by SlowDown.
+
+    ``on_throttle`` halves ``limit`` at most once per ``cooldown`` seconds (the
+    requests already in flight when S3 starts answering 503 count once);
+    ``on_success`` adds 1 per ``limit`` successes (one per window).
+    :meth:`backoff_delay` says how long to pause after a throttle.
+    """
+
+    def __init__(
+        self,
+        initial: int,
+        *,
+        clock: Clock,
+        min_limit: int = 1,
+        max_limit: int | None = None,
+        cooldown: float = 1.0,
+        base_delay: float = 0.1,
+        max_delay: float = 20.0,  # botocore's cap on retry backoff
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        max_limit = initial if max_limit is None else max_limit
+        if not 1 <= min_limit <= initial <= max_limit:
+            raise InvalidConfig(
+                f"need 1 <= min_limit <= initial <= max_limit, got "
+                f"{min_limit}, {initial}, {max_limit}",
+                hint="the initial limit is usually the configured concurrency",
+            )
+        self._limit, self._min, self._max = initial, min_limit, max_limit
+        self._cooldown, self._base, self._max_delay = cooldown, base_delay, max_delay
+        self._clock, self._random = clock, random
+        self._successes = 0
+        self._level = 0  # throttles (outside cooldown) since the last success
+        self._retry_after = 0.0
+        self._last_decrease: float | None = None
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def on_success(self) -> None:
+        self._level, self._retry_after = 0, 0.0
+        self._successes += 1
+        if self._successes >= self._limit:
+            self._successes = 0
+            self._limit = min(self._max, self._limit + 1)
+
+    def on_throttle(self, retry_after: float | None = None) -> None:
+        """Record a SlowDown/503; ``retry_after`` is the server's hint in seconds."""
+        if retry_after is not None:
+            self._retry_after = max(self._retry_after, retry_after)
+        now = self._clock.monotonic()
+        if self._last_decrease is not None and now - self._last_decrease < self._cooldown:
+            return
+        self._last_decrease = now
+        self._limit = max(self._min, self._limit // 2)
+        self._successes = 0
+        self._level += 1
+
+    def backoff_delay(self) -> float:
+        """Seconds to wait before the next request; 0 unless throttled since the last success.
+
+        ``base * 2**(n-1)`` for the n-th throttle, jittered into its upper half,
+        at least Retry-After, and never more than ``max_delay``.
+        """
+        if self._level == 0:
+            return 0.0
+        ceiling = min(self._max_delay, self._base * 2.0 ** min(self._level - 1, 60))
+        jittered = ceiling * (0.5 + 0.5 * self._random())
+        return min(self._max_delay, max(jittered, self._retry_after))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import hashlib
 import heapq
 import json
@@ -45,12 +44,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 from fastxfer.budget import Priority
+from fastxfer.clock import Clock, SystemClock
 from fastxfer.errors import (
     BadCredentials,
     ColdObject,
@@ -62,9 +61,9 @@ from fastxfer.errors import (
     TransferFailed,
     UsageError,
 )
+from fastxfer.pacing import RequestRateLimiter
 from fastxfer.planning import fit_part_size
-from fastxfer.storage_class import ARCHIVE_CLASSES
-from fastxfer.throttle import Clock, RequestRateLimiter, SystemClock
+from fastxfer.storage_class import ARCHIVE_CLASSES, parse_restore_header
 
 if TYPE_CHECKING:
     from fastxfer.manager import TransferManager
@@ -145,27 +144,6 @@ def default_poll_interval(storage_class: str, tier: RestoreTier) -> float:
     if storage_class == "DEEP_ARCHIVE" and tier is RestoreTier.BULK:
         return 4 * 3600.0
     return 3600.0
-
-
-_ONGOING_RE = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
-_EXPIRY_RE = re.compile(r'expiry-date\s*=\s*"([^"]+)"', re.IGNORECASE)
-
-
-def parse_restore_header(header: str | None) -> tuple[bool | None, float | None]:
-    """``x-amz-restore`` -> (ongoing, expiry as a POSIX timestamp in seconds).
-
-    ``(None, None)`` when the header is absent (never restored).
-    """
-    if not header:
-        return None, None
-    m = _ONGOING_RE.search(header)
-    ongoing = None if m is None else m.group(1).lower() == "true"
-    e = _EXPIRY_RE.search(header)
-    expiry: float | None = None
-    if e:
-        with contextlib.suppress(TypeError, ValueError):
-            expiry = parsedate_to_datetime(e.group(1)).timestamp()
-    return ongoing, expiry
 
 
 def classify(storage_class: str | None, restore_header: str | None = None) -> ObjectState:

@@ -15,15 +15,49 @@ request is sent.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 from fastxfer.config import validate_storage_class
 from fastxfer.errors import InvalidConfig
 
 #: Classes from which an object must be restored before it can be read.
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+_ONGOING_RE = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
+_EXPIRY_RE = re.compile(r'expiry-date\s*=\s*"([^"]+)"', re.IGNORECASE)
+
+
+def parse_restore_header(header: str | None) -> tuple[bool | None, float | None]:
+    """``x-amz-restore`` -> (ongoing, expiry as a POSIX timestamp in seconds).
+
+    ``(None, None)`` when the header is absent (never restored).
+    """
+    if not header:
+        return None, None
+    m = _ONGOING_RE.search(header)
+    ongoing = None if m is None else m.group(1).lower() == "true"
+    e = _EXPIRY_RE.search(header)
+    expiry: float | None = None
+    if e:
+        with contextlib.suppress(TypeError, ValueError):
+            expiry = parsedate_to_datetime(e.group(1)).timestamp()
+    return ongoing, expiry
+
+
+def is_cold(storage_class: str | None, restore_header: str | None = None) -> bool:
+    """Archived (GLACIER / DEEP_ARCHIVE) and without a readable restored copy.
+
+    The one "is it cold?" check: downloads and restore jobs both use it.
+    """
+    if (storage_class or "STANDARD") not in ARCHIVE_CLASSES:
+        return False
+    ongoing, _ = parse_restore_header(restore_header)
+    return ongoing is not False
 
 
 @dataclass(frozen=True, slots=True)

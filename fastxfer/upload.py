@@ -30,7 +30,7 @@ from fastxfer.errors import (
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.planning import fit_part_size
 from fastxfer.shielded import run_cleanup
-from fastxfer.throttle import CHUNK_SIZE
+from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from fastxfer.manager import TransferManager, UploadSource

@@ -6,7 +6,7 @@ import pytest
 
 from fastxfer import InvalidConfig, InvalidS3Url, TransferConfig
 from fastxfer.limits import MAX_PARTS, GiB, MiB, TiB
-from fastxfer.planning import fit_part_size, plan_parts
+from fastxfer.planning import download_get_count, fit_part_size, range_size
 from fastxfer.s3url import parse_s3_url
 from fastxfer.units import parse_rate, parse_size
 
@@ -34,12 +34,16 @@ def test_object_above_5tib_is_refused() -> None:
         fit_part_size(5 * TiB + 1, 16 * MiB)
 
 
-def test_plan_parts_covers_every_byte() -> None:
-    plan = plan_parts(100 * MiB + 7, 16 * MiB)
-    spans = [plan.part(i) for i in range(1, plan.count + 1)]
-    assert spans[0] == (0, 16 * MiB)
-    assert spans[-1] == (96 * MiB, 4 * MiB + 7)
-    assert sum(n for _, n in spans) == 100 * MiB + 7
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(0, 1), (1, 1), (8 * MiB - 1, 1), (1 * GiB, 32), (10 * GiB, 160)],
+)
+def test_download_get_count_matches_range_plan(size: int, expected: int) -> None:
+    """The GETs a download makes (what the restore estimate prints), default config."""
+    cfg = TransferConfig()
+    assert download_get_count(size, cfg) == expected
+    if size >= cfg.multipart_threshold:
+        assert expected == -(-size // range_size(size, cfg))
 
 
 @pytest.mark.parametrize(
@@ -138,7 +142,7 @@ def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
     ],
 )
 def test_download_range_size(size: int, concurrency: int, part: int, expected: int) -> None:
-    from fastxfer.download import range_size
+    from fastxfer.planning import range_size
 
     cfg = TransferConfig(max_concurrency=concurrency, part_size=part)
     assert range_size(size, cfg) == expected

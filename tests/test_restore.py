@@ -31,7 +31,7 @@ from fastxfer.restore import (
     parse_restore_header,
 )
 from fastxfer.restore_cli import main as cli_main
-from fastxfer.throttle import FakeClock
+from fastxfer.testing import FakeClock
 
 from moto_realistic import RealisticMotoServer
 

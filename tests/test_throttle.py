@@ -8,18 +8,13 @@ from typing import Any
 
 import pytest
 
+from fastxfer.bandwidth import BandwidthLimiter, BandwidthSettings, Schedule
+from fastxfer.budget import AdjustableSemaphore
+from fastxfer.clock import SystemClock
 from fastxfer.errors import InvalidConfig
-from fastxfer.throttle import (
-    AdjustableSemaphore,
-    AimdController,
-    BandwidthLimiter,
-    BandwidthSettings,
-    FakeClock,
-    RequestRateLimiter,
-    Schedule,
-    SystemClock,
-    TokenBucket,
-)
+from fastxfer.pacing import AimdController, RequestRateLimiter
+from fastxfer.testing import FakeClock
+from fastxfer.tokenbucket import TokenBucket
 
 KiB = 1024
 MiB = 1024 * KiB

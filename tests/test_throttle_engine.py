@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fastxfer import BaseSubscriber, ProgressEvent, TransferConfig, TransferManager
+from fastxfer.clock import SystemClock
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
-from fastxfer.throttle import SystemClock, default_burst
+from fastxfer.tokenbucket import default_burst
 
 
 class RateLog(BaseSubscriber):
