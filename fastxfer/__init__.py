@@ -24,11 +24,11 @@ from fastxfer.errors import (
     TransferFailed,
     UsageError,
 )
-from fastxfer.manager import ManagerStats, ObjectInfo, TransferManager
+from fastxfer.manager import ManagerStats, TransferManager
 from fastxfer.progress import BaseSubscriber, ProgressEvent, Subscriber
+from fastxfer.session import ObjectInfo
 from fastxfer.transfer import TransferHandle, TransferStats
-
-__version__ = "0.1.0"
+from fastxfer.version import __version__
 
 __all__ = [
     "AccessDenied",

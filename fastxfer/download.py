@@ -25,14 +25,15 @@ from fastxfer.errors import (
     LocalFileError,
     Throttled,
     TransferFailed,
+    first_error,
     translate,
 )
 from fastxfer.planning import range_size
+from fastxfer.session import ObjectInfo, transport_errors
 from fastxfer.tokenbucket import CHUNK_SIZE
-from fastxfer.upload import _first_error
 
 if TYPE_CHECKING:
-    from fastxfer.manager import ObjectInfo, TransferManager
+    from fastxfer.session import Session
     from fastxfer.transfer import _Tracker
 
 log = logging.getLogger("fastxfer")
@@ -40,19 +41,7 @@ log = logging.getLogger("fastxfer")
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
     """Errors while reading a response body: the range is resumed where it stopped."""
-    import aiohttp
-    from botocore import exceptions as bce
-
-    return (
-        ConnectionError,
-        TimeoutError,
-        aiohttp.ClientPayloadError,
-        aiohttp.ClientConnectionError,
-        bce.ReadTimeoutError,
-        bce.ConnectionClosedError,
-        bce.ResponseStreamingError,
-        IncompleteRange,
-    )
+    return (*transport_errors(), IncompleteRange)
 
 
 class IncompleteRange(Exception):
@@ -80,31 +69,30 @@ def _expected_crc(info: ObjectInfo) -> int | None:
 
 
 async def run_download(
-    tm: TransferManager,
+    session: Session,
     bucket: str,
     key: str,
     dest: str,
     tracker: _Tracker,
     size_hint: int | None = None,
 ) -> None:
-    cfg = tm.config
+    cfg = session.config
     _check_dest(dest)
     if size_hint is not None and size_hint < cfg.multipart_threshold:
         # Small object (size known from a LIST): one GET, no HEAD.  Its
         # response carries the metadata and checksum a HEAD would give.
-        if await _download_small(tm, bucket, key, dest, tracker):
+        if await _download_small(session, bucket, key, dest, tracker):
             return
         tracker.retries += 1
-    tracker.requests["head_object"] += 1
-    info = await tm.head(bucket, key)
+    info = await session.head(bucket, key, counts=tracker.requests)
     _note_info(tracker, info)
     fd, tmp = _open_tmp(dest)
     ok = False
     try:
         if info.size:
             _reserve(fd, info.size, tmp)
-        crc = await _fetch_all(tm, bucket, key, info, fd, tracker)
-        await _commit(tm, info, fd, tmp, dest, crc, tracker)
+        crc = await _fetch_all(session, bucket, key, info, fd, tracker)
+        await _commit(session, info, fd, tmp, dest, crc, tracker)
         fd = -1
         ok = True
     except OSError as exc:
@@ -155,7 +143,7 @@ def _cleanup(fd: int, tmp: str, ok: bool) -> None:
 
 
 async def _commit(
-    tm: TransferManager,
+    session: Session,
     info: ObjectInfo,
     fd: int,
     tmp: str,
@@ -164,7 +152,7 @@ async def _commit(
     tracker: _Tracker,
 ) -> None:
     """Verify the temp file, fsync it, close it and rename it into place."""
-    cfg = tm.config
+    cfg = session.config
     where = f"s3://{info.bucket}/{info.key}"
     expected = _expected_crc(info)
     if cfg.effective_checksum != "off" and expected is not None:
@@ -197,45 +185,36 @@ async def _commit(
 
 
 async def _download_small(
-    tm: TransferManager, bucket: str, key: str, dest: str, tracker: _Tracker
+    session: Session, bucket: str, key: str, dest: str, tracker: _Tracker
 ) -> bool:
     """One whole-object GET into a temp file; False if the stream broke (caller falls back)."""
-    await tm.pacer.before_request()
-    tracker.requests["get_object"] += 1
-    async with tm.connections.slot(Priority.DATA):
-        try:
-            resp = await tm.client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            err = translate(exc, bucket=bucket, key=key, op="GET")
-            if isinstance(err, Throttled):
-                tm.pacer.on_throttle()
-                return False
-            raise err from exc
-        tm.pacer.on_success()
-        from fastxfer.manager import ObjectInfo
-
-        info = ObjectInfo.from_response(bucket, key, resp)
-        body = resp["Body"]
-        fd, tmp = -1, ""
-        ok = False
-        try:
+    fd, tmp = -1, ""
+    ok = False
+    try:
+        async with session.open_get(
+            bucket, key, counts=tracker.requests, ChecksumMode="ENABLED"
+        ) as resp:
+            info = ObjectInfo.from_response(bucket, key, resp)
             _note_info(tracker, info)
             tracker.parts_total = 1
             fd, tmp = _open_tmp(dest)
-            _, crc = await _write_body(tm, body, fd, 0, info.size, 0, tracker)
-            await _commit(tm, info, fd, tmp, dest, crc, tracker)
+            _, crc = await _write_body(session, resp["Body"], fd, 0, info.size, 0, tracker)
+            await _commit(session, info, fd, tmp, dest, crc, tracker)
             fd = -1
             ok = True
-        except _Resumable:
-            tracker.progress(-tracker.bytes_done)
-            return False
-        except OSError as exc:
-            raise translate(exc) from exc
-        finally:
-            if tmp:
-                _cleanup(fd, tmp, ok)
+    except Throttled:
+        return False
+    except _Resumable:
+        tracker.progress(-tracker.bytes_done)
+        return False
+    except _stream_errors():
+        tracker.progress(-tracker.bytes_done)
+        return False
+    except OSError as exc:
+        raise translate(exc) from exc
+    finally:
+        if tmp:
+            _cleanup(fd, tmp, ok)
     tracker.parts_done = 1
     tracker.progress(0, flush=True)
     return True
@@ -294,10 +273,10 @@ def _md5_file(fd: int, size: int) -> str:
 
 
 async def _fetch_all(
-    tm: TransferManager, bucket: str, key: str, info: ObjectInfo, fd: int, tracker: _Tracker
+    session: Session, bucket: str, key: str, info: ObjectInfo, fd: int, tracker: _Tracker
 ) -> int:
     """Fetch every range concurrently; return the CRC64NVME of the whole object."""
-    cfg = tm.config
+    cfg = session.config
     size = info.size
     if size == 0:
         tracker.parts_total = tracker.parts_done = 1
@@ -321,7 +300,7 @@ async def _fetch_all(
                 before = pos
                 try:
                     pos, crc = await _get_range(
-                        tm, bucket, key, info, fd, pos, end, crc, ranged, tracker
+                        session, bucket, key, info, fd, pos, end, crc, ranged, tracker
                     )
                 except retryable as exc:
                     cause: BaseException = exc
@@ -335,24 +314,24 @@ async def _fetch_all(
                         raise translate(cause, bucket=bucket, key=key, op="download") from cause
                     tracker.retries += 1
                     log.info("range %d-%d of %s: %s; resuming at %d", start, end, key, cause, pos)
-                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                    await session.sleep(min(0.2 * 2**attempt, 5.0))
                     continue
                 if pos == before:
                     raise TransferFailed(f"s3://{bucket}/{key}: server sent no data at {pos}")
             crcs[index] = crc
             tracker.parts_done += 1
         finally:
-            tm.connections.release()
+            session.connections.release()
 
     try:
         async with asyncio.TaskGroup() as tg:
             for i in range(count):
                 # Take the slot before creating the task so a huge object does
                 # not create thousands of waiting tasks.
-                await tm.connections.acquire(Priority.DATA)
+                await session.connections.acquire(Priority.DATA)
                 tg.create_task(fetch(i))
     except BaseExceptionGroup as eg:
-        raise _first_error(eg) from eg
+        raise first_error(eg) from eg
 
     total = crcs[0]
     for i in range(1, count):
@@ -362,7 +341,7 @@ async def _fetch_all(
 
 
 async def _get_range(
-    tm: TransferManager,
+    session: Session,
     bucket: str,
     key: str,
     info: ObjectInfo,
@@ -384,33 +363,17 @@ async def _get_range(
         kw["Range"] = f"bytes={pos}-{end - 1}"
     if info.etag:
         kw["IfMatch"] = info.etag
-    await tm.pacer.before_request()
-    tracker.requests["get_object"] += 1
     try:
-        resp = await tm.client.get_object(Bucket=bucket, Key=key, **kw)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        from botocore.exceptions import ClientError
-
-        if not isinstance(exc, ClientError):
-            raise  # connection errors: the caller's retry loop resumes the range
-        err = translate(exc, bucket=bucket, key=key, op="GET")
-        if isinstance(err, Throttled):
-            tm.pacer.on_throttle()
-            raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-            raise TransferFailed(
-                f"s3://{bucket}/{key} changed while it was downloaded",
-                hint="download it again",
-            ) from exc
-        raise err from exc
-    tm.pacer.on_success()
-    return await _write_body(tm, resp["Body"], fd, pos, end, crc, tracker)
+        async with session.open_get(
+            bucket, key, held_slot=True, counts=tracker.requests, **kw
+        ) as resp:
+            return await _write_body(session, resp["Body"], fd, pos, end, crc, tracker)
+    except Throttled as exc:
+        raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
 
 
 async def _write_body(
-    tm: TransferManager, body: Any, fd: int, pos: int, end: int, crc: int, tracker: _Tracker
+    session: Session, body: Any, fd: int, pos: int, end: int, crc: int, tracker: _Tracker
 ) -> tuple[int, int]:
     """Write a response body at [pos, end) of fd; returns (new pos, running crc).
 
@@ -418,33 +381,36 @@ async def _write_body(
     early close raises _Resumable carrying the progress made, so the caller
     can resume exactly where the data stopped.
     """
-    bw = tm.bandwidth
+    bw = session.bandwidth
     conn = bw.new_connection_bucket() if bw is not None else None
-    chunk_size = tm.config.io_chunk_size if bw is None else min(tm.config.io_chunk_size, CHUNK_SIZE)
+    chunk_size = (
+        session.config.io_chunk_size
+        if bw is None
+        else min(session.config.io_chunk_size, CHUNK_SIZE)
+    )
     stream = body.content if hasattr(body, "content") else body
     readany = hasattr(stream, "readchunk") and bw is None
     try:
-        async with body:
-            while pos < end:
-                if readany:
-                    # readchunk(): one chunk as the socket delivered it; read(n)
-                    # and readany() slice or join buffered chunks (a copy).
-                    data, _ = await stream.readchunk()
-                else:
-                    data = await stream.read(min(chunk_size, end - pos))
-                if not data:
-                    raise IncompleteRange(f"connection closed at byte {pos} of range ending {end}")
-                n = len(data)
-                if bw is not None:
-                    await bw.acquire(n, "down", conn)
-                if pos + n > end:
-                    raise IntegrityError(
-                        f"s3://{tracker.bucket}/{tracker.key}: server sent more bytes than asked"
-                    )
-                os.pwrite(fd, data, pos)
-                crc = integrity.crc64nvme(data, crc)
-                pos += n
-                tracker.progress(n)
+        while pos < end:
+            if readany:
+                # readchunk(): one chunk as the socket delivered it; read(n)
+                # and readany() slice or join buffered chunks (a copy).
+                data, _ = await stream.readchunk()
+            else:
+                data = await stream.read(min(chunk_size, end - pos))
+            if not data:
+                raise IncompleteRange(f"connection closed at byte {pos} of range ending {end}")
+            n = len(data)
+            if bw is not None:
+                await bw.acquire(n, "down", conn)
+            if pos + n > end:
+                raise IntegrityError(
+                    f"s3://{tracker.bucket}/{tracker.key}: server sent more bytes than asked"
+                )
+            os.pwrite(fd, data, pos)
+            crc = integrity.crc64nvme(data, crc)
+            pos += n
+            tracker.progress(n)
     except _stream_errors() as exc:
         raise _Resumable(pos, crc, exc) from exc
     return pos, crc

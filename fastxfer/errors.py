@@ -220,3 +220,26 @@ def translate(
         if exc.filename:
             return LocalFileError(f"{exc.filename}: {exc.strerror or exc}")
     return TransferFailed(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most telling error of a TaskGroup failure (cancellations last)."""
+    import asyncio
+
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, FastxferError):
+            return e
+    for e in leaves:
+        if not isinstance(e, asyncio.CancelledError):
+            return translate(e) if isinstance(e, Exception) else e
+    return leaves[0] if leaves else TransferFailed("transfer failed")

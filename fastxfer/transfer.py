@@ -180,10 +180,6 @@ class TransferHandle:
     def stats(self) -> TransferStats:
         return self._tracker.snapshot()
 
-    @property
-    def task(self) -> asyncio.Task[TransferStats]:
-        return self._task
-
     def __repr__(self) -> str:
         t = self._tracker
         return f"<TransferHandle #{t.transfer_id} {t.direction} s3://{t.bucket}/{t.key} {t.state}>"

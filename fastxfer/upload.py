@@ -19,12 +19,10 @@ from fastxfer import integrity
 from fastxfer.body import PartBody
 from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import (
-    FastxferError,
-    IntegrityError,
     InvalidConfig,
     LocalFileError,
     Throttled,
-    TransferFailed,
+    first_error,
     translate,
 )
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
@@ -33,8 +31,11 @@ from fastxfer.shielded import run_cleanup
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
-    from fastxfer.manager import TransferManager, UploadSource
+    from fastxfer.session import Session
     from fastxfer.transfer import _Tracker
+
+UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncIterable[bytes]
+"""What an upload reads: a file path, bytes, or an async iterable of bytes."""
 
 
 @dataclass(slots=True)
@@ -157,16 +158,16 @@ def _open(job: UploadJob) -> _Reader:
     return _StreamReader(src, job.size)
 
 
-async def run_upload(tm: TransferManager, job: UploadJob, tracker: _Tracker) -> None:
+async def run_upload(session: Session, job: UploadJob, tracker: _Tracker) -> None:
     reader = _open(job)
     try:
-        await _upload(tm, job, reader, tracker)
+        await _upload(session, job, reader, tracker)
     finally:
         await reader.close()
 
 
-async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker: _Tracker) -> None:
-    cfg = tm.config
+async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _Tracker) -> None:
+    cfg = session.config
     mode = cfg.effective_checksum
     metadata = dict(job.metadata)
     extra: dict[str, Any] = {}
@@ -176,7 +177,7 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
         extra["ContentType"] = job.content_type
     tracker.size = reader.size
 
-    pool = tm.buffers
+    pool = session.buffers
     size = reader.size
     if mode == "client" and size is not None and size >= cfg.multipart_threshold:
         # A multipart upload's user metadata is fixed when it is created, so
@@ -192,10 +193,10 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
             metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))
 
     part_size = fit_part_size(size, cfg.part_size) if size is not None else cfg.part_size
-    if part_size > tm.memory.limit:
+    if part_size > session.memory.limit:
         raise InvalidConfig(
             f"{job.key}: needs parts of {part_size} bytes, "
-            f"above the memory limit {tm.memory.limit}",
+            f"above the memory limit {session.memory.limit}",
             hint="raise --memory-limit",
         )
 
@@ -219,17 +220,17 @@ async def _upload(tm: TransferManager, job: UploadJob, reader: _Reader, tracker:
                     hint="the file changed while it was read",
                 )
             await reader.check_unchanged()
-            await _put_single(tm, job, memoryview(buf)[:n], metadata, extra, mode, tracker)
+            await _put_single(session, job, memoryview(buf)[:n], metadata, extra, mode, tracker)
             pool.put(buf)
             return
     except BaseException:
         pool.put(buf)
         raise
-    await _multipart(tm, job, reader, buf, n, part_size, metadata, extra, mode, tracker)
+    await _multipart(session, job, reader, buf, n, part_size, metadata, extra, mode, tracker)
 
 
 async def _put_single(
-    tm: TransferManager,
+    session: Session,
     job: UploadJob,
     data: memoryview,
     metadata: dict[str, str],
@@ -250,13 +251,14 @@ async def _put_single(
         kw["ContentMD5"] = integrity.md5_b64(data)
     if len(data) > MAX_SINGLE_PUT:
         raise InvalidConfig("single PUT above 5 GiB")
-    r = await tm.request(
+    r = await session.request(
         "put_object",
         bucket=job.bucket,
         key=job.key,
         priority=Priority.DATA,
         what="upload",
-        Body=_body(tm, data, tracker),
+        counts=tracker.requests,
+        Body=_body(session, data, tracker),
         ContentLength=len(data),
         Metadata=metadata,
         **kw,
@@ -269,7 +271,7 @@ async def _put_single(
 
 
 async def _multipart(
-    tm: TransferManager,
+    session: Session,
     job: UploadJob,
     reader: _Reader,
     first_buf: Buffer,
@@ -281,7 +283,7 @@ async def _multipart(
     tracker: _Tracker,
 ) -> None:
     tracker.multipart = True
-    pool = tm.buffers
+    pool = session.buffers
     if mode == "client" and integrity.METADATA_KEY not in metadata:
         # A stream cannot be read twice for a whole-object CRC up front:
         # let the server check every part's Content-MD5 instead.
@@ -293,13 +295,13 @@ async def _multipart(
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
         create_kw["ChecksumType"] = "FULL_OBJECT"
     try:
-        created = await _create(tm, job, metadata, create_kw)
+        created = await _create(session, job, metadata, create_kw, tracker)
     except BaseException:
         pool.put(first_buf)
         raise
     try:
         await _parts_and_complete(
-            tm,
+            session,
             job,
             reader,
             first_buf,
@@ -311,13 +313,17 @@ async def _multipart(
             created["UploadId"],
         )
     finally:
-        tm.uploads.release()
-        tm.pacer.upload_closed()
-    tm.pacer.on_upload_done()
+        session.uploads.release()
+        session.pacer.upload_closed()
+    session.pacer.on_upload_done()
 
 
 async def _create(
-    tm: TransferManager, job: UploadJob, metadata: dict[str, str], create_kw: dict[str, Any]
+    session: Session,
+    job: UploadJob,
+    metadata: dict[str, str],
+    create_kw: dict[str, Any],
+    tracker: _Tracker,
 ) -> dict[str, Any]:
     """CreateMultipartUpload holding a slot of the open-uploads budget.
 
@@ -325,23 +331,24 @@ async def _create(
     --multipart-max-uploads; S3 per prefix): on SlowDown the slot is given
     back, the budget shrinks (AIMD) and the create waits its turn.
     """
-    deadline = tm.clock.monotonic() + tm.config.throttle_timeout
+    deadline = session.clock.monotonic() + session.config.throttle_timeout
     attempts = 0
     while True:
-        await tm.uploads.acquire(Priority.CONTROL)
+        await session.uploads.acquire(Priority.CONTROL)
         try:
-            return await tm.request(
+            return await session.request(
                 "create_multipart_upload",
                 bucket=job.bucket,
                 key=job.key,
                 what="create upload",
                 retry_throttled=False,
+                counts=tracker.requests,
                 Metadata=metadata,
                 **create_kw,
             )
         except Throttled as exc:
-            tm.uploads.release()
-            if tm.clock.monotonic() >= deadline:
+            session.uploads.release()
+            if session.clock.monotonic() >= deadline:
                 raise
             attempts += 1
             # The shared limit shrinks (AIMD); this upload also backs off on
@@ -349,15 +356,15 @@ async def _create(
             # Woken early when another upload closes: that is when the
             # server has room again.
             own = min(10.0, 0.1 * 2**attempts) * (0.5 + random.random() / 2)
-            delay = max(own, tm.pacer.on_upload_throttle(exc.retry_after))
-            await tm.pacer.wait_upload_closed(delay)
+            delay = max(own, session.pacer.on_upload_throttle(exc.retry_after))
+            await session.pacer.wait_upload_closed(delay)
         except BaseException:
-            tm.uploads.release()
+            session.uploads.release()
             raise
 
 
 async def _parts_and_complete(
-    tm: TransferManager,
+    session: Session,
     job: UploadJob,
     reader: _Reader,
     first_buf: Buffer,
@@ -368,16 +375,17 @@ async def _parts_and_complete(
     tracker: _Tracker,
     upload_id: str,
 ) -> None:
-    cfg = tm.config
-    pool = tm.buffers
+    cfg = session.config
+    pool = session.buffers
 
     async def abort() -> None:
-        await tm.request(
+        await session.request(
             "abort_multipart_upload",
             bucket=job.bucket,
             key=job.key,
             UploadId=upload_id,
             what="abort upload",
+            counts=tracker.requests,
         )
 
     parts: dict[int, dict[str, Any]] = {}
@@ -398,14 +406,15 @@ async def _parts_and_complete(
                 kw["ContentMD5"] = await asyncio.get_running_loop().run_in_executor(
                     None, integrity.md5_b64, data
                 )
-            body = _body(tm, data, tracker)
-            r = await tm.request(
+            body = _body(session, data, tracker)
+            r = await session.request(
                 "upload_part",
                 bucket=job.bucket,
                 key=job.key,
                 priority=Priority.DATA,
                 what=f"upload part {number}",
                 held_slot=held,
+                counts=tracker.requests,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
@@ -418,7 +427,7 @@ async def _parts_and_complete(
         finally:
             pool.put(buf)
             if held:
-                tm.connections.release()
+                session.connections.release()
 
     try:
         total = 0
@@ -429,7 +438,7 @@ async def _parts_and_complete(
                 if number > MAX_PARTS:
                     pool.put(buf)
                     if held:
-                        tm.connections.release()
+                        session.connections.release()
                     raise InvalidConfig(
                         f"{job.key}: stream longer than {MAX_PARTS} parts of {part_size} bytes",
                         hint="pass size= or raise --part-size",
@@ -443,22 +452,22 @@ async def _parts_and_complete(
                 # slot, then the memory, and only then read the part, so parts
                 # are read no faster than they can be sent (few buffers, few
                 # fresh pages) and never beyond the memory budget.
-                await tm.connections.acquire(Priority.DATA)
+                await session.connections.acquire(Priority.DATA)
                 try:
                     buf = await pool.get(part_size)
                 except BaseException:
-                    tm.connections.release()
+                    session.connections.release()
                     raise
                 held = True
                 try:
                     n = await reader.readinto(memoryview(buf)[:part_size])
                 except BaseException:
                     pool.put(buf)
-                    tm.connections.release()
+                    session.connections.release()
                     raise
                 if n == 0:
                     pool.put(buf)
-                    tm.connections.release()
+                    session.connections.release()
                     number -= 1
                     break
         if reader.size is not None and total != reader.size:
@@ -476,11 +485,12 @@ async def _parts_and_complete(
                 full_crc = integrity.combine(full_crc, c, ln) if i > 1 else c
             complete_kw["ChecksumCRC64NVME"] = integrity.to_b64(full_crc)
             complete_kw["ChecksumType"] = "FULL_OBJECT"
-        r = await tm.request(
+        r = await session.request(
             "complete_multipart_upload",
             bucket=job.bucket,
             key=job.key,
             what="complete upload",
+            counts=tracker.requests,
             UploadId=upload_id,
             MultipartUpload={"Parts": [parts[i] for i in range(1, number + 1)]},
             **complete_kw,
@@ -488,7 +498,7 @@ async def _parts_and_complete(
     except BaseException as exc:
         await run_cleanup(abort(), timeout=cfg.abort_timeout)
         if isinstance(exc, BaseExceptionGroup):
-            raise _first_error(exc) from exc
+            raise first_error(exc) from exc
         raise
     tracker.etag = r.get("ETag")
     if full_crc is not None:
@@ -499,8 +509,8 @@ async def _parts_and_complete(
     tracker.progress(0, flush=True)
 
 
-def _body(tm: TransferManager, data: memoryview, tracker: _Tracker) -> PartBody:
-    bw = tm.bandwidth
+def _body(session: Session, data: memoryview, tracker: _Tracker) -> PartBody:
+    bw = session.bandwidth
     if bw is None:
         return PartBody(data, on_sent=tracker.progress)
     conn = bw.new_connection_bucket()  # one request holds one connection
@@ -510,27 +520,3 @@ def _body(tm: TransferManager, data: memoryview, tracker: _Tracker) -> PartBody:
 
     # Small slices under a cap keep the rate smooth (no stop-and-go per MiB).
     return PartBody(data, on_sent=tracker.progress, before_send=take, slice_size=CHUNK_SIZE)
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The most telling error of a TaskGroup failure (cancellations last)."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(group)
-    for e in leaves:
-        if isinstance(e, FastxferError):
-            return e
-    for e in leaves:
-        if not isinstance(e, asyncio.CancelledError):
-            return translate(e) if isinstance(e, Exception) else e
-    return leaves[0] if leaves else TransferFailed("upload failed")
-
-
-__all__ = ["IntegrityError", "UploadJob", "run_upload"]

@@ -152,7 +152,7 @@ async def test_memory_is_bounded_whatever_the_file_size(
     async with TransferManager(cfg) as tm:
         await tm.upload(src, bucket, "big")
         assert tm.stats().memory_peak <= 20 * MiB
-        assert tm.memory.in_use == 0
+        assert tm.stats().memory_in_use == 0
 
 
 async def test_download_missing_key_leaves_nothing(

@@ -127,7 +127,7 @@ def test_parse_s3_url_rejects(url: str) -> None:
 def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
     from botocore.utils import parse_timestamp as botocore_parse
 
-    from fastxfer.manager import parse_timestamp
+    from fastxfer.session import parse_timestamp
 
     assert parse_timestamp(value) == botocore_parse(value)
 

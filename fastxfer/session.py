@@ -1,0 +1,623 @@
+"""The session: one aiobotocore client, the budgets, and the ONE request path.
+
+Every S3 call of every operation (upload, download, restore, the CLI through
+the manager) goes through a :class:`Session`:
+
+* :meth:`Session.request` for calls whose answer is read whole (HEAD, PUT,
+  UploadPart, RestoreObject, LIST ...): pacer (rate cap, back-off), a slot of
+  the connection budget, error translation to the FastxferError family,
+  per-transfer request counts, and a retry after SlowDown on the injected clock;
+* :meth:`Session.open_get` for streaming GETs: the same steps, with the slot
+  held until the body has been read and closed;
+* :meth:`Session.pages` the one paginator (ListObjectsV2, ListMultipartUploads,
+  ListParts, ListObjectVersions), and :meth:`Session.list_objects` on top.
+
+A module that calls the client directly, or pages a listing by hand, is a bug
+(design.md, principle 10).  Operations take the session, never the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+from fastxfer.bandwidth import BandwidthLimiter
+from fastxfer.budget import BufferPool, ConnectionBudget, MemoryBudget, Priority
+from fastxfer.clock import Clock
+from fastxfer.config import TransferConfig
+from fastxfer.errors import (
+    THROTTLE_CODES,
+    S3Error,
+    Throttled,
+    TransferFailed,
+    translate,
+)
+from fastxfer.limits import MAX_DELETE_BATCH
+from fastxfer.pacing import Pacer
+from fastxfer.storage_class import is_cold
+
+Counts = Counter[str]
+"""Requests sent, by S3 operation name (``"get_object"``, ``"upload_part"`` ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What HEAD, GET or LIST says about an object (or, from a delimited LIST, a prefix)."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+    storage_class: str
+    metadata: Mapping[str, str]
+    checksum_crc64nvme: str | None = None
+    checksum_type: str | None = None
+    restore: str | None = None
+    """The x-amz-restore header (``ongoing-request="false", expiry-date=...``); from a
+    LIST with restore status, the same form built from its RestoreStatus."""
+    is_prefix: bool = False
+    """A common prefix of a delimited LIST (``key`` is the prefix; nothing else is set)."""
+
+    @classmethod
+    def from_response(cls, bucket: str, key: str, r: Mapping[str, Any]) -> ObjectInfo:
+        """From a HeadObject or GetObject response (both carry the same headers)."""
+        return cls(
+            bucket=bucket,
+            key=key,
+            size=int(r.get("ContentLength", 0)),
+            etag=str(r.get("ETag", "")),
+            last_modified=r.get("LastModified"),
+            storage_class=str(r.get("StorageClass") or "STANDARD"),
+            metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+            checksum_crc64nvme=r.get("ChecksumCRC64NVME"),
+            checksum_type=r.get("ChecksumType"),
+            restore=r.get("Restore"),
+        )
+
+    @classmethod
+    def from_listing(cls, bucket: str, item: Mapping[str, Any]) -> ObjectInfo:
+        """From one ``Contents`` entry of ListObjectsV2."""
+        return cls(
+            bucket=bucket,
+            key=str(item["Key"]),
+            size=int(item.get("Size", 0)),
+            etag=str(item.get("ETag", "")),
+            last_modified=item.get("LastModified"),
+            storage_class=str(item.get("StorageClass") or "STANDARD"),
+            metadata={},
+            restore=restore_header_from_status(item.get("RestoreStatus")),
+        )
+
+    @property
+    def is_cold(self) -> bool:
+        """Archived and without a readable restored copy."""
+        return is_cold(self.storage_class, self.restore)
+
+
+def restore_header_from_status(status: Mapping[str, Any] | None) -> str | None:
+    """ListObjectsV2's ``RestoreStatus`` in the form of the x-amz-restore header.
+
+    One parser (:func:`fastxfer.storage_class.parse_restore_header`) then
+    serves LIST and HEAD alike.
+    """
+    if not status:
+        return None
+    if status.get("IsRestoreInProgress"):
+        return 'ongoing-request="true"'
+    expiry = status.get("RestoreExpiryDate")
+    if isinstance(expiry, datetime):
+        when = expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
+        return f'ongoing-request="false", expiry-date="{email.utils.format_datetime(when, True)}"'
+    return 'ongoing-request="false"'
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFailure:
+    """A key DeleteObjects did not delete, with the server's code and message."""
+
+    key: str
+    code: str
+    message: str
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO 8601 (XML bodies) and RFC 7231 (headers) quickly; anything else via botocore."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        try:
+            return email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+    from botocore.utils import parse_timestamp as slow
+
+    result: datetime = slow(value)
+    return result
+
+
+def user_agent() -> str:
+    import platform
+
+    import aiobotocore
+    import botocore
+
+    from fastxfer.version import __version__
+
+    return (
+        f"fastxfer/{__version__} aiobotocore/{aiobotocore.__version__} "
+        f"botocore/{botocore.__version__} Python/{platform.python_version()}"
+    )
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the connection rather than of S3's answer (reading a body, a reset).
+
+    :meth:`Session.open_get` lets these through untranslated so a download can
+    resume its range where the bytes stopped.
+    """
+    import aiohttp
+    from botocore import exceptions as bce
+
+    return (
+        ConnectionError,
+        TimeoutError,
+        aiohttp.ClientPayloadError,
+        aiohttp.ClientConnectionError,
+        bce.ReadTimeoutError,
+        bce.ConnectionClosedError,
+        bce.ResponseStreamingError,
+    )
+
+
+# (input parameter <- output field) pairs that continue a listing, per operation.
+_PAGING: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
+    "list_objects_v2": (("ContinuationToken", "NextContinuationToken"),),
+    "list_multipart_uploads": (
+        ("KeyMarker", "NextKeyMarker"),
+        ("UploadIdMarker", "NextUploadIdMarker"),
+    ),
+    "list_parts": (("PartNumberMarker", "NextPartNumberMarker"),),
+    "list_object_versions": (
+        ("KeyMarker", "NextKeyMarker"),
+        ("VersionIdMarker", "NextVersionIdMarker"),
+    ),
+}
+
+
+class Session:
+    """One client, one connection budget, one memory budget, one request path.
+
+    Built and entered by :class:`~fastxfer.TransferManager`; operations receive
+    it.  Every attribute is created inside the running loop, in ``__aenter__``.
+    """
+
+    def __init__(self, config: TransferConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+        self._memory: MemoryBudget | None = None
+        self._buffers: BufferPool | None = None
+        self._connections: ConnectionBudget | None = None
+        self._uploads: ConnectionBudget | None = None
+        self._pacer: Pacer | None = None
+        self._bandwidth: BandwidthLimiter | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import AioSession
+
+        cfg = self.config
+        self._memory = MemoryBudget(cfg.memory_limit)
+        self._buffers = BufferPool(self._memory)
+        self._connections = ConnectionBudget(cfg.max_concurrency)
+        self._uploads = ConnectionBudget(cfg.active_transfers)
+        self._pacer = Pacer(
+            connections=self._connections,
+            uploads=self._uploads,
+            clock=self.clock,
+            tps=cfg.tps,
+            tps_burst=cfg.tps_burst,
+            adaptive=cfg.adaptive,
+        )
+        session = AioSession(profile=cfg.profile) if cfg.profile else AioSession()
+        if cfg.profile:
+            try:
+                session.get_scoped_config()
+            except Exception as exc:
+                raise translate(exc, op="load profile") from exc
+        # botocore parses every timestamp with dateutil (~0.2 ms each; a LIST of
+        # 1,000 keys spends 0.2 s on LastModified alone).  This session's own
+        # parser factory gets a fast path for the two formats S3 sends.
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
+        region = cfg.region or session.get_config_variable("region") or "us-east-1"
+        style = cfg.addressing_style or ("path" if cfg.endpoint_url else "auto")
+        aio_config = AioConfig(
+            max_pool_connections=cfg.max_concurrency,
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+            s3={"addressing_style": style, "payload_signing_enabled": False},
+            # fastxfer computes and checks checksums itself (integrity.py);
+            # botocore's automatic ones break ranged GETs on some servers.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            tcp_keepalive=True,
+            # A fixed User-Agent: botocore otherwise rebuilds and sanitises a
+            # long one for every request (~0.7 ms of CPU each, measured).
+            user_agent=user_agent(),
+        )
+        self._stack = AsyncExitStack()
+        await self._stack.__aenter__()
+        try:
+            self._client = await self._stack.enter_async_context(
+                session.create_client(
+                    "s3",
+                    endpoint_url=cfg.endpoint_url,
+                    region_name=region,
+                    aws_access_key_id=cfg.aws_access_key_id,
+                    aws_secret_access_key=cfg.aws_secret_access_key,
+                    aws_session_token=cfg.aws_session_token,
+                    verify=cfg.verify_tls,
+                    config=aio_config,
+                    **cfg.extra_client_kwargs,
+                )
+            )
+            # First, so it can stop botocore's own retry loop (see below).
+            self._client.meta.events.register_first("needs-retry.s3", self._on_needs_retry)
+            if cfg.bandwidth_limited:
+                limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
+                await self._stack.enter_async_context(limiter)
+                self._bandwidth = limiter
+        except BaseException as exc:
+            await self._close()
+            if isinstance(exc, Exception):
+                raise translate(exc, op="connect") from exc
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        try:
+            if self._stack is not None:
+                await self._stack.aclose()
+        finally:
+            self._stack = None
+            self._client = None
+            if self._buffers is not None:
+                self._buffers.close()
+
+    def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+        """botocore is about to retry: tell the pacer when it is because of throttling.
+
+        A throttled CreateMultipartUpload is not left to botocore: its retry
+        loop would sleep while holding a connection slot, and what the server
+        limits there is the number of open uploads, not the request rate.
+        Raising Throttled here ends botocore's loop; upload.py gives the
+        open-upload slot back, shrinks that budget and waits its turn.
+        """
+        if not response or self._pacer is None:
+            return
+        http, parsed = response
+        code = (parsed or {}).get("Error", {}).get("Code", "")
+        status = getattr(http, "status_code", 0)
+        if not (code in THROTTLE_CODES or status == 503):
+            return
+        retry_after: float | None = None
+        raw = getattr(http, "headers", {}).get("retry-after")
+        if raw:
+            try:
+                retry_after = float(raw)
+            except ValueError:
+                retry_after = None
+        if getattr(operation, "name", "") == "CreateMultipartUpload":
+            raise Throttled(
+                "CreateMultipartUpload: the server limits open multipart uploads",
+                code=code or str(status),
+                retry_after=retry_after,
+            )
+        self._pacer.on_throttle(retry_after)
+
+    # -- what operations share -----------------------------------------------
+
+    def _need(self, value: Any) -> Any:
+        if value is None:
+            raise RuntimeError("fastxfer session used outside `async with`")
+        return value
+
+    @property
+    def memory(self) -> MemoryBudget:
+        mem: MemoryBudget = self._need(self._memory)
+        return mem
+
+    @property
+    def buffers(self) -> BufferPool:
+        """Part buffers, reused by every transfer, bounded by the memory budget."""
+        pool: BufferPool = self._need(self._buffers)
+        return pool
+
+    @property
+    def pacer(self) -> Pacer:
+        pacer: Pacer = self._need(self._pacer)
+        return pacer
+
+    @property
+    def connections(self) -> ConnectionBudget:
+        """The connection budget: one slot per request in flight, over every transfer."""
+        budget: ConnectionBudget = self._need(self._connections)
+        return budget
+
+    @property
+    def uploads(self) -> ConnectionBudget:
+        """Slots for open multipart uploads (lowered when the server throttles creation)."""
+        budget: ConnectionBudget = self._need(self._uploads)
+        return budget
+
+    @property
+    def bandwidth(self) -> BandwidthLimiter | None:
+        return self._bandwidth
+
+    # -- the request path ------------------------------------------------------
+
+    async def request(
+        self,
+        op: str,
+        *,
+        bucket: str | None,
+        key: str | None = None,
+        priority: int = Priority.CONTROL,
+        what: str | None = None,
+        retry_throttled: bool = True,
+        held_slot: bool = False,
+        counts: Counts | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """One non-streaming S3 call (``op`` is the client method, e.g. ``"head_object"``).
+
+        Errors are translated to the FastxferError family.  A request the
+        server keeps throttling after botocore's own retries is retried again
+        after the pacer's back-off, for up to ``throttle_timeout`` seconds.
+        ``held_slot``: the caller already holds a connection slot for this
+        request.  ``counts[op]`` is incremented for every request sent.
+        """
+        if bucket is not None:
+            kwargs["Bucket"] = bucket
+        if key is not None:
+            kwargs["Key"] = key
+        client = self._need(self._client)
+        pacer = self.pacer
+        deadline = self.clock.monotonic() + self.config.throttle_timeout
+        while True:
+            await pacer.before_request()
+            slot = contextlib.nullcontext() if held_slot else self.connections.slot(priority)
+            async with slot:
+                if counts is not None:
+                    counts[op] += 1
+                try:
+                    result: dict[str, Any] = await getattr(client, op)(**kwargs)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    err = translate(exc, bucket=bucket, key=key, op=what or op)
+                    if not (
+                        isinstance(err, Throttled)
+                        and retry_throttled
+                        and self.clock.monotonic() < deadline
+                    ):
+                        raise err from exc
+                    pacer.on_throttle()
+                    continue  # SlowDown is always safe to retry: nothing was done
+            pacer.on_success()
+            return result
+
+    @contextlib.asynccontextmanager
+    async def open_get(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        priority: int = Priority.DATA,
+        held_slot: bool = False,
+        counts: Counts | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streaming GetObject: yields the response; its ``Body`` is closed on exit.
+
+        The connection slot (unless ``held_slot``) is held until the body is
+        closed, because aiohttp gives the connection back only then.  S3's
+        answers are translated (Throttled after telling the pacer; a failed
+        If-Match is TransferFailed "changed while it was downloaded");
+        transport errors (:func:`transport_errors`) pass through untranslated
+        so the caller can resume a range where its bytes stopped.
+        """
+        from botocore.exceptions import ClientError
+
+        client = self._need(self._client)
+        await self.pacer.before_request()
+        slot = contextlib.nullcontext() if held_slot else self.connections.slot(priority)
+        async with slot:
+            if counts is not None:
+                counts["get_object"] += 1
+            try:
+                resp: dict[str, Any] = await client.get_object(Bucket=bucket, Key=key, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412"):
+                    raise TransferFailed(
+                        f"s3://{bucket}/{key} changed while it was downloaded",
+                        hint="download it again",
+                    ) from exc
+                err = translate(exc, bucket=bucket, key=key, op="GET")
+                if isinstance(err, Throttled):
+                    self.pacer.on_throttle()
+                raise err from exc
+            except transport_errors():
+                raise
+            except Exception as exc:
+                raise translate(exc, bucket=bucket, key=key, op="GET") from exc
+            self.pacer.on_success()
+            async with resp["Body"]:
+                yield resp
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the injected clock (back-off between attempts)."""
+        await self.clock.sleep(seconds)
+
+    # -- listings ----------------------------------------------------------------
+
+    async def pages(
+        self,
+        op: str,
+        *,
+        bucket: str,
+        what: str = "LIST",
+        counts: Counts | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a listing operation, through :meth:`request`.
+
+        A page that says it is truncated but gives no marker to continue from
+        raises TransferFailed (a silent stop would hide objects).
+        """
+        markers = _PAGING.get(op)
+        if markers is None:
+            raise ValueError(f"{op} is not a paged listing")
+        kw = dict(kwargs)
+        while True:
+            page = await self.request(op, bucket=bucket, what=what, counts=counts, **kw)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            first_out = markers[0][1]
+            if not page.get(first_out):
+                raise TransferFailed(
+                    f"{what} s3://{bucket}: the server said the listing is truncated "
+                    f"but gave no {first_out} to continue from"
+                )
+            for param, field in markers:
+                if page.get(field):
+                    kw[param] = page[field]
+                else:
+                    kw.pop(param, None)
+
+    async def list_objects(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        delimiter: str | None = None,
+        restore_status: bool = False,
+        counts: Counts | None = None,
+    ) -> AsyncIterator[ObjectInfo]:
+        """Every object under ``prefix`` (1,000 a request), in key order.
+
+        With ``delimiter``, the common prefixes of each page are yielded too
+        (``is_prefix=True``), before that page's objects.  With
+        ``restore_status``, archived objects carry their restore state.
+        """
+        kw: dict[str, Any] = {"Prefix": prefix}
+        if delimiter:
+            kw["Delimiter"] = delimiter
+        if restore_status:
+            kw["OptionalObjectAttributes"] = ["RestoreStatus"]
+        async for page in self.pages("list_objects_v2", bucket=bucket, counts=counts, **kw):
+            for cp in page.get("CommonPrefixes", []) or []:
+                yield ObjectInfo(
+                    bucket=bucket,
+                    key=str(cp["Prefix"]),
+                    size=0,
+                    etag="",
+                    last_modified=None,
+                    storage_class="",
+                    metadata={},
+                    is_prefix=True,
+                )
+            for item in page.get("Contents", []) or []:
+                yield ObjectInfo.from_listing(bucket, item)
+
+    async def head(self, bucket: str, key: str, *, counts: Counts | None = None) -> ObjectInfo:
+        """HEAD an object (with its checksum, storage class and restore state)."""
+        r = await self.request(
+            "head_object",
+            bucket=bucket,
+            key=key,
+            ChecksumMode="ENABLED",
+            what="HEAD",
+            counts=counts,
+        )
+        return ObjectInfo.from_response(bucket, key, r)
+
+    async def list_buckets(self) -> list[str]:
+        """Names of the buckets the credentials can see."""
+        r = await self.request("list_buckets", bucket=None, what="list buckets")
+        return [str(b["Name"]) for b in r.get("Buckets", [])]
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Incomplete multipart uploads under ``prefix`` (they cost storage until aborted)."""
+        out: list[dict[str, Any]] = []
+        try:
+            async for page in self.pages(
+                "list_multipart_uploads", bucket=bucket, what="LIST uploads", Prefix=prefix
+            ):
+                out.extend(page.get("Uploads", []) or [])
+        except S3Error as exc:
+            # rclone serve s3 with --multipart-max-uploads answers an empty
+            # listing with NoSuchUpload instead of an empty list.
+            if exc.code != "NoSuchUpload":
+                raise
+        return out
+
+    async def delete_objects(
+        self, bucket: str, keys: Iterable[str], *, counts: Counts | None = None
+    ) -> list[DeleteFailure]:
+        """Delete ``keys`` with DeleteObjects, 1,000 a request, batches concurrently.
+
+        Missing keys count as deleted (S3 semantics).  Returns what the server
+        refused to delete, per key.
+        """
+        todo = list(dict.fromkeys(keys))
+        failures: list[DeleteFailure] = []
+
+        async def batch(chunk: list[str]) -> None:
+            r = await self.request(
+                "delete_objects",
+                bucket=bucket,
+                what="DELETE",
+                counts=counts,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
+            failures.extend(
+                DeleteFailure(
+                    str(e.get("Key", "")), str(e.get("Code", "")), str(e.get("Message", ""))
+                )
+                for e in r.get("Errors", []) or []
+            )
+
+        async with asyncio.TaskGroup() as tg:
+            for i in range(0, len(todo), MAX_DELETE_BATCH):
+                tg.create_task(batch(todo[i : i + MAX_DELETE_BATCH]))
+        return failures
