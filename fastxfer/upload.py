@@ -395,11 +395,15 @@ async def _parts_and_complete(
         try:
             data = memoryview(buf)[:length]
             kw: dict[str, Any] = {}
-            if mode == "server":
+            if mode in ("server", "client"):
+                # client mode: the CRC of the bytes actually sent, compared with
+                # the pre-pass value before completing (a file rewritten in place
+                # with its mtime put back must not complete with a stale CRC).
                 crc = await asyncio.get_running_loop().run_in_executor(
                     None, integrity.crc64nvme, data
                 )
                 crcs[number] = (crc, length)
+            if mode == "server":
                 kw["ChecksumAlgorithm"] = "CRC64NVME"
                 kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
             elif mode == "md5":
@@ -478,13 +482,22 @@ async def _parts_and_complete(
         await reader.check_unchanged()
         complete_kw: dict[str, Any] = {}
         full_crc: int | None = None
-        if mode == "server":
+        if crcs:
             full_crc = 0
             for i in range(1, number + 1):
                 c, ln = crcs[i]
                 full_crc = integrity.combine(full_crc, c, ln) if i > 1 else c
+        if mode == "server" and full_crc is not None:
             complete_kw["ChecksumCRC64NVME"] = integrity.to_b64(full_crc)
             complete_kw["ChecksumType"] = "FULL_OBJECT"
+        elif mode == "client" and full_crc is not None:
+            stored = metadata.get(integrity.METADATA_KEY)
+            if stored is not None and integrity.from_b64(stored) != full_crc:
+                raise LocalFileError(
+                    f"{job.key}: the file changed while it was being uploaded "
+                    "(the bytes sent do not match the checksum read before)",
+                    hint="upload it again once it is no longer being written",
+                )
         r = await session.request(
             "complete_multipart_upload",
             bucket=job.bucket,

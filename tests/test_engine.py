@@ -303,3 +303,43 @@ async def test_download_into_missing_directory(tm: TransferManager, bucket: str)
     await tm.upload(b"abc", bucket, "k")
     with pytest.raises(LocalFileError, match="no such directory"):
         await tm.download(bucket, "k", "/nonexistent-dir/x")
+
+
+class _RewriteDuringUpload(BaseSubscriber):
+    """Rewrites the file's last bytes in place, mtime put back, once sending has begun."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rewritten = False
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        if self.rewritten or event.bytes_done <= 0:
+            return
+        st = os.stat(self.path)
+        with open(self.path, "r+b") as f:
+            f.seek(st.st_size - 4096)
+            f.write(os.urandom(4096))
+        os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        self.rewritten = True
+
+
+async def test_file_rewritten_in_place_during_upload_never_completes(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    """client mode: the stored CRC must be of the bytes sent, not of a pre-pass.
+
+    The last part is read after the rewrite (one connection: a part is read
+    only once the previous one has been sent), with size and mtime unchanged.
+    """
+    src = os.path.join(work_dir, "src")
+    write_random(src, 24 * MiB)
+    rewriter = _RewriteDuringUpload(src)
+    cfg = make_config(
+        checksum="client", max_concurrency=1, part_size=8 * MiB, multipart_threshold=8 * MiB
+    )
+    async with TransferManager(cfg) as tm:
+        with pytest.raises(LocalFileError, match="changed while it was being uploaded"):
+            await tm.upload(src, bucket, "obj", subscribers=[rewriter])
+        assert await tm.list_multipart_uploads(bucket) == []
+    assert rewriter.rewritten
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
