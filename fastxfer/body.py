@@ -18,6 +18,7 @@ signing and automatic checksums are off.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp.abc import AbstractStreamWriter
@@ -35,6 +36,7 @@ class PartBody(Payload):
         on_sent: Callable[[int], None] | None = None,
         before_send: Callable[[int], Awaitable[None]] | None = None,
         slice_size: int = SLICE,
+        stall_timeout: float | None = None,
     ) -> None:
         super().__init__(data, content_type=None)
         self._mv = data
@@ -43,6 +45,7 @@ class PartBody(Payload):
         self._on_sent = on_sent
         self._before_send = before_send
         self._slice = slice_size
+        self._stall_timeout = stall_timeout
         self.sent = 0
         """Bytes handed to the transport by the current (latest) attempt."""
 
@@ -67,7 +70,15 @@ class PartBody(Payload):
             n = min(self._slice, end - pos)
             if self._before_send is not None:
                 await self._before_send(n)
-            await writer.write(self._mv[pos : pos + n])
+            if self._stall_timeout is None:
+                await writer.write(self._mv[pos : pos + n])
+            else:
+                # aiohttp starts its read timeout only once the body is sent: a
+                # peer that stops reading would block this write forever.  No
+                # progress for stall_timeout seconds fails the attempt
+                # (TimeoutError), which botocore retries on a new connection.
+                async with asyncio.timeout(self._stall_timeout):
+                    await writer.write(self._mv[pos : pos + n])
             pos += n
             self.sent += n
             if self._on_sent is not None:

@@ -280,6 +280,16 @@ class Session:
             )
             # First, so it can stop botocore's own retry loop (see below).
             self._client.meta.events.register_first("needs-retry.s3", self._on_needs_retry)
+            # botocore asks for `Expect: 100-continue` on every PUT with a
+            # file-like body; aiohttp then waits for the server's 100 before
+            # sending the body, with no timeout at all (its read timeout starts
+            # once the body is sent), so a peer that stalls right after the
+            # headers hangs the part forever.  It also costs a round trip per
+            # part.  Without it the body goes at once, under PartBody's
+            # no-progress timeout.
+            from botocore.handlers import add_expect_header
+
+            self._client.meta.events.unregister("before-call.s3", add_expect_header)
             if cfg.bandwidth_limited:
                 limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
                 await self._stack.enter_async_context(limiter)

@@ -524,12 +524,19 @@ async def _parts_and_complete(
 
 def _body(session: Session, data: memoryview, tracker: _Tracker) -> PartBody:
     bw = session.bandwidth
+    stall = session.config.read_timeout
     if bw is None:
-        return PartBody(data, on_sent=tracker.progress)
+        return PartBody(data, on_sent=tracker.progress, stall_timeout=stall)
     conn = bw.new_connection_bucket()  # one request holds one connection
 
     async def take(n: int) -> None:
         await bw.acquire(n, "up", conn)
 
     # Small slices under a cap keep the rate smooth (no stop-and-go per MiB).
-    return PartBody(data, on_sent=tracker.progress, before_send=take, slice_size=CHUNK_SIZE)
+    return PartBody(
+        data,
+        on_sent=tracker.progress,
+        before_send=take,
+        slice_size=CHUNK_SIZE,
+        stall_timeout=stall,
+    )

@@ -3,8 +3,15 @@
 Runs in the test's own event loop.  ``cut_response_after`` closes the
 connection after that many bytes have gone from server to client (a GET
 dying mid-body); ``cut_request_after`` does the same in the other direction
-(an upload dying mid-part).  Only the first ``faults`` connections that reach
-the threshold are cut; later ones pass untouched.
+(an upload dying mid-part).  ``stall_request_after`` / ``stall_response_after``
+stop moving that direction's bytes after that many (the peer stops reading:
+the sender's socket buffers fill and its writes block); after
+``stall_seconds`` the stalled connection is dropped on both sides, as a
+server or a middlebox drops an idle flow (S3 answers RequestTimeout after
+~20 s; rclone serve s3 would otherwise wait forever and block a retry of the
+same part behind the stalled one).
+Only the first ``faults`` connections that reach the threshold are cut or
+stalled; later ones pass untouched.
 """
 
 from __future__ import annotations
@@ -20,10 +27,17 @@ class FaultProxy:
     target_port: int
     cut_response_after: int | None = None
     cut_request_after: int | None = None
+    stall_request_after: int | None = None
+    stall_response_after: int | None = None
+    stall_seconds: float = 30.0
     faults: int = 1
     cuts: int = 0
+    stalls: int = 0
+    stalled_at: float | None = None
+    """Loop time at which the first stall began."""
     connections: int = 0
     _server: asyncio.Server | None = None
+    _unstall: asyncio.Event | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     port: int = 0
 
@@ -32,13 +46,17 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> FaultProxy:
+        self._unstall = asyncio.Event()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
+        assert self._unstall is not None
         self._server.close()
+        self._unstall.set()  # stalled pipes drain and end on their own
+        await asyncio.sleep(0.05)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -57,9 +75,13 @@ class FaultProxy:
             return
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._pipe(cr, sw, self.cut_request_after, cw))
-                tg.create_task(self._pipe(sr, cw, self.cut_response_after, sw))
-        except* (ConnectionError, _Cut):
+                tg.create_task(
+                    self._pipe(cr, sw, self.cut_request_after, cw, self.stall_request_after)
+                )
+                tg.create_task(
+                    self._pipe(sr, cw, self.cut_response_after, sw, self.stall_response_after)
+                )
+        except* (OSError, _Cut):
             pass
         finally:
             for w in (cw, sw):
@@ -74,11 +96,29 @@ class FaultProxy:
         writer: asyncio.StreamWriter,
         cut_after: int | None,
         other: asyncio.StreamWriter,
+        stall_after: int | None = None,
     ) -> None:
         sent = 0
         armed = cut_after is not None and self.cuts < self.faults
+        stall_armed = stall_after is not None and self.stalls < self.faults
         while True:
-            data = await reader.read(65536)
+            if stall_armed and stall_after is not None and sent >= stall_after:
+                if self.stalls < self.faults:
+                    self.stalls += 1
+                    if self.stalled_at is None:
+                        self.stalled_at = asyncio.get_running_loop().time()
+                    assert self._unstall is not None
+                    # Read no more until the flow is dropped or the proxy closes.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._unstall.wait(), self.stall_seconds)
+                    writer.transport.abort()
+                    other.transport.abort()
+                    raise _Cut
+                stall_armed = False
+            limit = 65536
+            if stall_armed and stall_after is not None:
+                limit = max(1, min(limit, stall_after - sent))
+            data = await reader.read(limit)
             if not data:
                 if writer.can_write_eof():
                     writer.write_eof()

@@ -343,3 +343,102 @@ async def test_file_rewritten_in_place_during_upload_never_completes(
         assert await tm.list_multipart_uploads(bucket) == []
     assert rewriter.rewritten
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+class _RetryClock(BaseSubscriber):
+    """Loop time of the first negative progress event (a part's attempt taken back)."""
+
+    def __init__(self) -> None:
+        self.first_retry_at: float | None = None
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        if event.bytes_delta < 0 and self.first_retry_at is None:
+            self.first_retry_at = asyncio.get_running_loop().time()
+
+
+def _proxied(srv: LocalS3Server, proxy: FaultProxy, **kw: Any) -> TransferConfig:
+    return TransferConfig(
+        endpoint_url=proxy.endpoint_url,
+        aws_access_key_id=srv.access_key,
+        aws_secret_access_key=srv.secret_key,
+        **kw,
+    )
+
+
+async def test_single_put_whose_connection_stalls_is_resent(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """The peer stops reading mid-body and never recovers (30 s): the send gives
+    up after read_timeout without progress and the PUT goes again on a new
+    connection.  Before, the write blocked until the peer dropped the flow."""
+    src = os.path.join(work_dir, "src")
+    # 23 MiB still to send when the peer stops reading: more than the socket
+    # buffers on both sides hold, so the write itself blocks.
+    data = write_random(src, 24 * MiB)
+    async with FaultProxy(
+        "127.0.0.1", rclone_server.port, stall_request_after=1 * MiB, stall_seconds=30
+    ) as px:
+        cfg = _proxied(
+            rclone_server, px, max_concurrency=2, read_timeout=2.0, multipart_threshold=32 * MiB
+        )
+        async with TransferManager(cfg) as tm:
+            st = await asyncio.wait_for(tm.upload(src, bucket, "obj"), timeout=15)
+        assert px.stalls == 1
+    assert st.bytes_done == len(data)
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+
+
+async def test_multipart_part_whose_connection_stalls_is_given_up_within_two_timeouts(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """A part's connection stalls mid-body: its attempt is abandoned within two
+    no-progress timeouts (2 s each here), not when the peer drops the flow (8 s),
+    and the upload completes with nothing left behind.
+
+    rclone serve s3 will not take a second copy of a part while the stalled one
+    is open, so the retries wait until the proxy drops the stalled flow.
+    """
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 3 * 24 * MiB)
+    clock = _RetryClock()
+    async with FaultProxy(
+        "127.0.0.1", rclone_server.port, stall_request_after=1 * MiB, stall_seconds=8
+    ) as px:
+        # 23 MiB of the part still to send when the peer stops reading: more
+        # than the socket buffers hold, so the write itself blocks.
+        cfg = _proxied(rclone_server, px, max_concurrency=2, read_timeout=2.0, part_size=24 * MiB)
+        async with TransferManager(cfg) as tm:
+            st = await asyncio.wait_for(
+                tm.upload(src, bucket, "obj", subscribers=[clock]), timeout=60
+            )
+            assert await tm.list_multipart_uploads(bucket) == []
+        assert px.stalls == 1
+        assert px.stalled_at is not None
+    assert clock.first_retry_at is not None
+    assert clock.first_retry_at - px.stalled_at < 2 * 2.0
+    assert st.bytes_done == len(data)
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+
+
+async def test_download_whose_connection_stalls_is_resumed(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    data = os.urandom(40 * MiB)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+    s3.head_object(Bucket=bucket, Key="obj")
+    dest = os.path.join(work_dir, "dest")
+    async with FaultProxy("127.0.0.1", rclone_server.port, stall_response_after=10 * MiB) as px:
+        cfg = TransferConfig(
+            endpoint_url=px.endpoint_url,
+            aws_access_key_id=rclone_server.access_key,
+            aws_secret_access_key=rclone_server.secret_key,
+            max_concurrency=2,
+            read_timeout=2.0,
+        )
+        async with TransferManager(cfg) as tm:
+            st = await asyncio.wait_for(tm.download(bucket, "obj", dest), timeout=15)
+        assert px.stalls == 1
+    assert st.retries >= 1
+    with open(dest, "rb") as f:
+        assert f.read() == data
+    assert leftovers(work_dir) == []
