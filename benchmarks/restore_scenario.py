@@ -2,7 +2,7 @@
 
     python -m benchmarks.restore_scenario [--objects 1000] [--delay 3] [--poll 1]
 
-Runs the realistic moto server (tests/moto_realistic.py: a restore takes
+Runs the realistic moto server (fastxfer/testing/moto_server.py: a restore takes
 ``--delay`` seconds from its RestoreObject, 409 while in progress, request
 accounting), puts the objects in DEEP_ARCHIVE, then drives the real CLI:
 ``fastxfer restore --dry-run``, the run itself with ``--download``, and a
@@ -20,14 +20,12 @@ import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 
 
 def _cli(args: list[str]) -> tuple[int, dict[str, Any]]:
@@ -46,11 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poll", type=float, default=1.0, help="--poll-interval, s")
     ap.add_argument("--tier", default="Bulk")
     a = ap.parse_args(argv)
-    sys.path.insert(0, TESTS)
     import boto3
     from botocore.config import Config
 
-    from moto_realistic import RealisticMotoServer  # type: ignore[import-not-found]
+    from fastxfer.testing.moto_server import RealisticMotoServer
 
     n = a.objects
     with (

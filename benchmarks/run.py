@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastxfer.units import format_size, parse_rate, parse_size
+
 from benchmarks import charts, report
 from benchmarks.measure import cpu_seconds
 from benchmarks.peers import (
@@ -43,7 +45,7 @@ from benchmarks.peers import (
     boto3_client,
     make_peer,
 )
-from benchmarks.shaper import ShaperProcess, parse_rate
+from benchmarks.shaper import ShaperProcess
 from benchmarks.sysinfo import REPO, machine_info
 from benchmarks.workloads import (
     DEFAULT_WORKLOADS,
@@ -65,15 +67,12 @@ COMPARE_CHUNK = 16 * 2**20
 # -- command line -------------------------------------------------------------------
 
 
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2).lower()]
-    return int(float(m.group(1)) * mult)
-
-
 def parse_value(text: str) -> Any:
+    """A ``--set`` value: true/false, JSON (numbers, strings, ...), a size, else the text.
+
+    Sizes are :func:`fastxfer.units.parse_size`'s, as on fastxfer's command
+    line: ``8MiB`` = 8 x 2**20, ``8MB`` or ``8M`` = 8 x 10**6.
+    """
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -83,7 +82,7 @@ def parse_value(text: str) -> Any:
         pass
     try:
         return parse_size(text)
-    except ValueError:
+    except ValueError:  # fastxfer's InvalidConfig is a ValueError
         return text
 
 
@@ -140,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PEER.KEY=VALUE",
-        help="override a peer setting, e.g. fastxfer.max_concurrency=32 or fastxfer.part_size=8MiB",
+        help="override a peer setting, e.g. fastxfer.max_concurrency=32 or fastxfer.part_size=8MiB "
+        "(sizes as fastxfer's: 8MiB = 8 x 2**20, 8MB = 8M = 8 x 10**6)",
     )
     p.add_argument("--baseline", default="boto3-default", help="peer the ratios are relative to")
     p.add_argument("--name", default=None, help="result file name suffix (default: workloads)")
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument(
         "--latency-size",
         default="160MiB",
-        help="size of the one object up and down (1 connection at 8 MB/s: ~21 s)",
+        help="size of the one object up and down (1 connection at 8 MB/s: ~21 s); "
+        "MiB = 2**20 bytes, MB = 10**6",
     )
     lg.add_argument(
         "--latency-part-size",
@@ -838,8 +839,8 @@ def make_plans(args: argparse.Namespace) -> list[Plan]:
         peers = [make_peer(n, overrides.get(n)) for n in peer_names]
         plans.append(Plan("loopback", workloads, peers))
     if args.suite in ("latency", "all"):
-        size = parse_size(args.latency_size)
-        part = parse_size(args.latency_part_size)
+        size = parse_size(args.latency_size, what="--latency-size")
+        part = parse_size(args.latency_part_size, what="--latency-part-size")
         lat_workloads = [
             Workload(w.name, w.direction, w.count, size, w.summary).scaled(args.scale)
             for w in select(args.latency_workloads, LATENCY_WORKLOADS)
@@ -939,8 +940,8 @@ def main(argv: list[str] | None = None) -> int:
     need += max(w.total_bytes for w in all_w)  # one run's copy
     if free_bytes(workdir) < need * 1.1:
         print(
-            f"error: {workdir} has {free_bytes(workdir) / 2**30:.1f} GiB free, "
-            f"the benchmark needs about {need * 1.1 / 2**30:.1f} GiB",
+            f"error: {workdir} has {format_size(free_bytes(workdir))} free, "
+            f"the benchmark needs about {format_size(need * 1.1)}",
             file=sys.stderr,
         )
         if created:
@@ -1050,7 +1051,7 @@ def run_plan(
                 raise SystemExit(
                     f"the latency profile needs an http://HOST:PORT endpoint, not {url!r}"
                 )
-            rate = parse_rate(args.rate)
+            rate = parse_rate(args.rate, what="--rate")
             shaper = stack.enter_context(
                 ShaperProcess(
                     f"{m.group(1)}:{m.group(2)}",
@@ -1067,7 +1068,7 @@ def run_plan(
                 "delay_ms": args.delay_ms,
                 "rate_bytes_s": rate,
                 "connections": plan.connections,
-                "part_size": parse_size(args.latency_part_size),
+                "part_size": parse_size(args.latency_part_size, what="--latency-part-size"),
                 "proxy": "benchmarks/shaper.py (asyncio + uvloop), delay/2 per direction, "
                 "token bucket per connection and direction",
             }

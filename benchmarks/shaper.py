@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from fastxfer.units import parse_rate
+
 CHUNK = 256 * 1024
 """Largest read; also the token bucket's burst (it must exceed the largest write)."""
 QUEUE_CHUNKS = 8
@@ -178,16 +180,6 @@ class Proxy:
                     w.close()
 
 
-def parse_rate(text: str) -> float:
-    t = text.strip().upper().removesuffix("/S").removesuffix("B")
-    mult = 1.0
-    for suffix, m in (("KI", 1024.0), ("MI", 1024.0**2), ("K", 1e3), ("M", 1e6), ("G", 1e9)):
-        if t.endswith(suffix):
-            t, mult = t[: -len(suffix)], m
-            break
-    return float(t) * mult
-
-
 async def serve(args: argparse.Namespace) -> int:
     host, _, port = args.upstream.rpartition(":")
     lhost, _, lport = args.listen.rpartition(":")
@@ -223,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on (0: any)")
     p.add_argument("--delay-ms", type=float, default=40.0, help="round-trip delay added, ms")
     p.add_argument(
-        "--rate", default="8MB", help="cap per connection and direction, bytes/s (0: none)"
+        "--rate",
+        default="8MB",
+        help="cap per connection and direction, bytes/s as fastxfer's --bwlimit "
+        "(8MB = 8e6, 8MiB = 8 x 2**20; 0: none)",
     )
     p.add_argument("--max-connections", type=int, default=512)
     p.add_argument("--max-lifetime", type=float, default=4 * 3600.0, help="seconds, then exit")
@@ -260,7 +255,7 @@ class ShaperProcess:
             "--delay-ms",
             f"{delay_ms:g}",
             "--rate",
-            f"{rate:g}",
+            f"{rate:f}",  # plain digits: parse_rate takes no exponent (8e+06)
             "--max-connections",
             str(max_connections),
         ]

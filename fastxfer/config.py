@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastxfer.errors import InvalidConfig
 from fastxfer.limits import MAX_PART_SIZE, MIN_PART_SIZE, GiB, MiB
+from fastxfer.units import parse_count, parse_rate, parse_size
 
 if TYPE_CHECKING:
     from fastxfer.bandwidth import BandwidthSettings
@@ -31,7 +34,9 @@ ChecksumMode = Literal["auto", "server", "client", "md5", "off"]
 ``off``
     Nothing beyond TCP and the size check.
 ``auto``
-    ``server`` for AWS (no endpoint URL), ``client`` for any other endpoint.
+    ``server`` for AWS (no ``endpoint_url``), ``client`` for any other endpoint,
+    including one :meth:`TransferConfig.from_env` found in ``AWS_ENDPOINT_URL_S3``
+    or ``AWS_ENDPOINT_URL``.
 """
 
 STORAGE_CLASSES = frozenset(
@@ -197,6 +202,66 @@ class TransferConfig:
             return "server" if self.endpoint_url is None else "client"
         return self.checksum
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TransferConfig:
+        """A config from the environment, with ``overrides`` (field values) on top.
+
+        The one place that reads fastxfer's environment variables; the
+        ``fastxfer`` command builds its config as ``from_env(**flags_given)``,
+        so the precedence is flags > environment > defaults.  Unset or empty
+        variables are ignored.  ``environ`` defaults to ``os.environ``.
+
+        | variable | field | value (default) |
+        |---|---|---|
+        | `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` | `endpoint_url` | URL (unset: AWS) |
+        | `AWS_PROFILE` | `profile` | profile in ~/.aws/config |
+        | `FASTXFER_CONCURRENCY` | `max_concurrency` | requests in flight, 1-1024 (32) |
+        | `FASTXFER_PART_SIZE` | `part_size` | size, 5MiB-5GiB (16MiB) |
+        | `FASTXFER_MULTIPART_THRESHOLD` | `multipart_threshold` | size (16MiB) |
+        | `FASTXFER_MEMORY_LIMIT` | `memory_limit` | size, up to 64GiB (512MiB) |
+        | `FASTXFER_CHECKSUM` | `checksum` | auto, server, client, md5, off (auto) |
+        | `FASTXFER_STORAGE_CLASS` | `storage_class` | STANDARD, DEEP_ARCHIVE, ... |
+        | `FASTXFER_BWLIMIT` | `bwlimit` | rate over all transfers (off) |
+        | `FASTXFER_BWLIMIT_UP` | `bwlimit_up` | rate of uploads (off) |
+        | `FASTXFER_BWLIMIT_DOWN` | `bwlimit_down` | rate of downloads (off) |
+        | `FASTXFER_BWLIMIT_PER_CONNECTION` | `bwlimit_per_connection` | rate (off) |
+        | `FASTXFER_BWLIMIT_SCHEDULE` | `bwlimit_schedule` | weekly timetable (none) |
+        | `FASTXFER_TPS` | `tps` | requests per second (off) |
+
+        Sizes take units (``8MiB``, ``500M``, ``1.5GiB``), rates too (``4MiB/s``,
+        ``800K``, ``off``); a timetable reads ``Mon-Fri 08:00-18:00 4MiB/s, otherwise
+        off``.  A bad value raises :class:`~fastxfer.InvalidConfig` naming the
+        variable (``FASTXFER_CONCURRENCY: invalid value '0': ...``).
+        Credentials are not read here: botocore's chain reads them.
+        """
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"TransferConfig has no field {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        sources: dict[str, tuple[str, str]] = {}  # field -> (variable, raw value)
+        for variable, name, parse in _ENVIRONMENT:
+            raw = env.get(variable, "").strip()
+            if not raw or name in overrides or name in values:
+                continue
+            try:
+                values[name] = parse(raw)
+            except InvalidConfig as exc:
+                raise InvalidConfig(f"{variable}: {exc.message}", hint=exc.hint) from None
+            sources[name] = (variable, raw)
+        try:
+            return cls(**values, **overrides)
+        except InvalidConfig as exc:
+            culprits = _culprits(cls, values, overrides, sources)
+            if not culprits:
+                raise
+            variables = ", ".join(variable for variable, _ in culprits)
+            what = f"value {culprits[0][1]!r}" if len(culprits) == 1 else "combination"
+            raise InvalidConfig(
+                f"{variables}: invalid {what}: {exc.message}", hint=exc.hint
+            ) from None
+
     def bandwidth_settings(self) -> BandwidthSettings:
         from fastxfer.bandwidth import BandwidthSettings, Schedule
 
@@ -221,3 +286,55 @@ class TransferConfig:
     def replace(self, **changes: object) -> TransferConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _whole_number(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidConfig(f"invalid number {raw!r}", hint="use a whole number, e.g. 32") from None
+
+
+_ENVIRONMENT: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    # (variable, field, parser); the first variable set wins for a field.
+    ("AWS_ENDPOINT_URL_S3", "endpoint_url", _text),
+    ("AWS_ENDPOINT_URL", "endpoint_url", _text),
+    ("AWS_PROFILE", "profile", _text),
+    ("FASTXFER_CONCURRENCY", "max_concurrency", _whole_number),
+    ("FASTXFER_PART_SIZE", "part_size", parse_size),
+    ("FASTXFER_MULTIPART_THRESHOLD", "multipart_threshold", parse_size),
+    ("FASTXFER_MEMORY_LIMIT", "memory_limit", parse_size),
+    ("FASTXFER_CHECKSUM", "checksum", str.lower),
+    ("FASTXFER_STORAGE_CLASS", "storage_class", _text),
+    ("FASTXFER_BWLIMIT", "bwlimit", parse_rate),
+    ("FASTXFER_BWLIMIT_UP", "bwlimit_up", parse_rate),
+    ("FASTXFER_BWLIMIT_DOWN", "bwlimit_down", parse_rate),
+    ("FASTXFER_BWLIMIT_PER_CONNECTION", "bwlimit_per_connection", parse_rate),
+    ("FASTXFER_BWLIMIT_SCHEDULE", "bwlimit_schedule", _text),
+    ("FASTXFER_TPS", "tps", lambda raw: parse_count(raw, what="requests per second")),
+)
+
+
+def _culprits(
+    cls: type[TransferConfig],
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    sources: Mapping[str, tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """The environment variables that make a config invalid ([] if the overrides do)."""
+
+    def valid(**fields: Any) -> bool:
+        try:
+            cls(**fields, **overrides)
+        except InvalidConfig:
+            return False
+        return True
+
+    if not sources or not valid():
+        return []
+    alone = [src for name, src in sources.items() if not valid(**{name: values[name]})]
+    return alone or list(sources.values())

@@ -14,8 +14,6 @@ embeds fastxfer may call :func:`tune_process` itself.
   threshold of 700 the collector ran several times per request and took ~7%
   of the CPU profile of an upload.  Requests make almost no cycles; a
   threshold of 50,000 makes collections rare without letting garbage pile up.
-  (``freeze_gc()`` additionally moves botocore's loaded service models out of
-  the collector's way; call it once clients exist.)
 """
 
 from __future__ import annotations
@@ -43,12 +41,6 @@ def tune_malloc() -> bool:
     ok &= bool(mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024))
     ok &= bool(mallopt(_M_TOP_PAD, 16 * 1024 * 1024))
     return ok
-
-
-def freeze_gc() -> None:
-    """Move every object that exists now out of the cyclic collector's way."""
-    gc.collect()
-    gc.freeze()
 
 
 def tune_gc() -> None:

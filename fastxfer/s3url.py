@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from fastxfer.errors import InvalidS3Url
 
 # Bucket naming rules: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
-# (relaxed to what S3-compatible servers accept: 3-255 chars, letters, digits, . _ -)
-_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+# 3-63 characters: lower-case letters, digits, dots and hyphens, beginning and
+# ending with a letter or digit, no two dots in a row.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ def parse_s3_url(text: str) -> S3Url:
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidS3Url(
             f"invalid bucket name {bucket!r} in {text!r}",
-            hint="bucket names use 3-63 lower-case letters, digits, dots and hyphens",
+            hint="bucket names use 3-63 lower-case letters, digits, dots and hyphens, "
+            "and begin and end with a letter or digit",
         )
     return S3Url(bucket, key)

@@ -258,6 +258,11 @@ class Session:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             tcp_keepalive=True,
+            # The endpoint is the config's alone: AWS_ENDPOINT_URL(_S3) is read by
+            # TransferConfig.from_env(), which also picks the checksum mode for it
+            # (botocore reading it behind the config's back chose `server` mode
+            # against servers that ignore checksums).
+            ignore_configured_endpoint_urls=True,
             # A fixed User-Agent: botocore otherwise rebuilds and sanitises a
             # long one for every request (~0.7 ms of CPU each, measured).
             user_agent=user_agent(),

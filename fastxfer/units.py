@@ -6,6 +6,7 @@ suffixes (Ki, Mi, KiB, MiB...) are powers of 1024.  A bare number is bytes.
 
 from __future__ import annotations
 
+import math
 import re
 
 from fastxfer.errors import InvalidConfig
@@ -63,6 +64,28 @@ def parse_rate(text: str | int | float, *, what: str = "rate") -> float:
         return 0.0
     t = t.removesuffix("/s").removesuffix("ps")
     return float(parse_size(t, what=what))
+
+
+def parse_count(text: str | int | float, *, what: str = "number") -> float:
+    """Parse a non-negative number such as a request rate: ``"100"``, ``"2.5"``.
+
+    ``"0"``, ``"off"`` and ``"unlimited"`` mean no limit and return 0.0.
+    """
+    if isinstance(text, str):
+        t = text.strip().lower()
+        if t in ("off", "unlimited", "none", ""):
+            return 0.0
+        try:
+            value = float(t)
+        except ValueError:
+            raise InvalidConfig(
+                f"invalid {what} {text!r}", hint="use a number, e.g. 100 or 2.5"
+            ) from None
+    else:
+        value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidConfig(f"invalid {what} {text!r}", hint="use a non-negative number")
+    return value
 
 
 def format_size(n: float) -> str:

@@ -14,8 +14,7 @@ from botocore.config import Config
 
 from fastxfer import TransferConfig, TransferManager
 from fastxfer.localserver import LocalS3Server
-
-from moto_realistic import RealisticMotoServer
+from fastxfer.testing.moto_server import RealisticMotoServer
 
 
 def _tmpfs() -> str | None:

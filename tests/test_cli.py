@@ -11,8 +11,13 @@ from typing import Any
 
 import pytest
 
+from fastxfer import InvalidConfig, InvalidS3Url, LocalFileError, TransferConfig
+from fastxfer.cli import build_parser, main
+from fastxfer.cli.common import config_from_args
 from fastxfer.limits import MiB
+from fastxfer.localpath import local_path_for_key
 from fastxfer.localserver import LocalS3Server, free_port
+from fastxfer.s3url import parse_s3_url
 
 
 def run_cli(
@@ -232,3 +237,191 @@ def test_abort_uploads_cleans_what_a_killed_process_left(
     assert r.returncode == 0, r.stderr
     assert "aborted" in r.stdout
     assert up["UploadId"] not in str(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def test_ls_buckets_and_one_level(rclone_server: LocalS3Server, bucket: str, work_dir: str) -> None:
+    src = os.path.join(work_dir, "src")
+    make_file(os.path.join(src, "top.txt"), 3)
+    make_file(os.path.join(src, "sub", "inner.txt"), 5)
+    assert run_cli(rclone_server, "cp", "-r", src, f"s3://{bucket}/t/").returncode == 0
+    buckets = run_cli(rclone_server, "ls", "--json")
+    assert buckets.returncode == 0, buckets.stderr
+    assert {"bucket": bucket} in [json.loads(line) for line in buckets.stdout.splitlines()]
+    level = run_cli(rclone_server, "ls", f"s3://{bucket}/t/", "--json")
+    assert level.returncode == 0, level.stderr
+    records = [json.loads(line) for line in level.stdout.splitlines()]
+    assert {"prefix": "t/sub/"} in records
+    assert [(r["key"], r["size"]) for r in records if "key" in r] == [("t/top.txt", 3)]
+    missing = run_cli(rclone_server, "ls", "s3://no-such-bucket-here/")
+    assert missing.returncode == 4, missing.stderr
+    assert "does not exist" in missing.stderr
+
+
+# -- configuration: flags > environment > defaults -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("FASTXFER_CONCURRENCY", "8", "max_concurrency", 8),
+        ("FASTXFER_PART_SIZE", "32MiB", "part_size", 32 * MiB),
+        ("FASTXFER_MULTIPART_THRESHOLD", "64M", "multipart_threshold", 64_000_000),
+        ("FASTXFER_MEMORY_LIMIT", "1GiB", "memory_limit", 1024 * MiB),
+        ("FASTXFER_CHECKSUM", "MD5", "checksum", "md5"),
+        ("FASTXFER_STORAGE_CLASS", "deep-archive", "storage_class", "DEEP_ARCHIVE"),
+        ("FASTXFER_BWLIMIT", "4MiB/s", "bwlimit", 4.0 * MiB),
+        ("FASTXFER_BWLIMIT_UP", "800K", "bwlimit_up", 800_000.0),
+        ("FASTXFER_BWLIMIT_DOWN", "off", "bwlimit_down", 0.0),
+        ("FASTXFER_BWLIMIT_PER_CONNECTION", "1MiB", "bwlimit_per_connection", 1.0 * MiB),
+        ("FASTXFER_BWLIMIT_SCHEDULE", "22:00-06:00 off", "bwlimit_schedule", "22:00-06:00 off"),
+        ("FASTXFER_TPS", "2.5", "tps", 2.5),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1", "endpoint_url", "http://127.0.0.1:1"),
+        ("AWS_PROFILE", "backup", "profile", "backup"),
+    ],
+)
+def test_from_env_reads_each_variable(
+    variable: str, value: str, field: str, expected: object
+) -> None:
+    assert getattr(TransferConfig.from_env({variable: value}), field) == expected
+    assert getattr(TransferConfig.from_env({variable: ""}), field) == getattr(
+        TransferConfig(), field
+    )
+
+
+def test_from_env_endpoint_order_and_overrides() -> None:
+    env = {"AWS_ENDPOINT_URL_S3": "http://s3:1", "AWS_ENDPOINT_URL": "http://any:1"}
+    assert TransferConfig.from_env(env).endpoint_url == "http://s3:1"
+    assert TransferConfig.from_env({"AWS_ENDPOINT_URL": "http://any:1"}).endpoint_url == (
+        "http://any:1"
+    )
+    cfg = TransferConfig.from_env(
+        {"FASTXFER_CONCURRENCY": "8", "FASTXFER_TPS": "5"}, max_concurrency=4
+    )
+    assert (cfg.max_concurrency, cfg.tps) == (4, 5.0)
+    with pytest.raises(TypeError):
+        TransferConfig.from_env({}, no_such_field=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FASTXFER_CONCURRENCY": "lots"}, "FASTXFER_CONCURRENCY: invalid number 'lots'"),
+        ({"FASTXFER_CONCURRENCY": "0"}, "FASTXFER_CONCURRENCY: invalid value '0'"),
+        ({"FASTXFER_PART_SIZE": "huge"}, "FASTXFER_PART_SIZE: invalid size 'huge'"),
+        ({"FASTXFER_PART_SIZE": "1MiB"}, "FASTXFER_PART_SIZE: invalid value '1MiB'"),
+        ({"FASTXFER_CHECKSUM": "sha1"}, "FASTXFER_CHECKSUM: invalid value 'sha1'"),
+        ({"FASTXFER_STORAGE_CLASS": "FROZEN"}, "FASTXFER_STORAGE_CLASS: invalid value"),
+        ({"FASTXFER_BWLIMIT": "fast"}, "FASTXFER_BWLIMIT: invalid rate 'fast'"),
+        ({"FASTXFER_TPS": "-1"}, "FASTXFER_TPS: invalid"),
+        ({"FASTXFER_BWLIMIT_SCHEDULE": "always"}, "FASTXFER_BWLIMIT_SCHEDULE: invalid value"),
+        (
+            {"FASTXFER_PART_SIZE": "64MiB", "FASTXFER_MEMORY_LIMIT": "32MiB"},
+            "FASTXFER_PART_SIZE, FASTXFER_MEMORY_LIMIT: invalid combination",
+        ),
+    ],
+)
+def test_from_env_names_the_bad_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        TransferConfig.from_env(env)
+    assert str(info.value).startswith(message), info.value
+
+
+def test_from_env_blames_the_flag_not_the_environment() -> None:
+    with pytest.raises(InvalidConfig) as info:
+        TransferConfig.from_env({"FASTXFER_CONCURRENCY": "8"}, part_size=1 * MiB)
+    assert "FASTXFER" not in str(info.value)
+
+
+def test_auto_checksum_is_client_for_any_endpoint() -> None:
+    assert TransferConfig.from_env({}).effective_checksum == "server"
+    assert (
+        TransferConfig.from_env({"AWS_ENDPOINT_URL": "http://x:1"}).effective_checksum == "client"
+    )
+    assert TransferConfig.from_env({}, endpoint_url="http://x:1").effective_checksum == "client"
+
+
+def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTXFER_CONCURRENCY", "8")
+    monkeypatch.setenv("FASTXFER_PART_SIZE", "32MiB")
+    monkeypatch.setenv("FASTXFER_BWLIMIT", "1MiB")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-env:1")
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["cp", "a", "s3://b/k", "--concurrency", "4"]))
+    assert (cfg.max_concurrency, cfg.part_size, cfg.bwlimit) == (4, 32 * MiB, 1.0 * MiB)
+    assert cfg.endpoint_url == "http://from-env:1"
+    assert cfg.effective_checksum == "client"
+    cfg = config_from_args(
+        parser.parse_args(["ls", "--endpoint-url", "http://flag:1", "--no-verify-ssl"])
+    )
+    assert (cfg.endpoint_url, cfg.verify_tls, cfg.max_concurrency) == ("http://flag:1", False, 8)
+    # restore's --tps caps RestoreObject requests; it is not the config's tps.
+    cfg = config_from_args(parser.parse_args(["restore", "s3://b/p/", "--tps", "7"]))
+    assert cfg.tps == 0.0
+
+
+def test_bad_environment_value_is_one_line_exit_2(work_dir: str) -> None:
+    f = os.path.join(work_dir, "f")
+    make_file(f, 10)
+    r = run_cli(None, "cp", f, "s3://bucket/k", FASTXFER_CONCURRENCY="0")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("fastxfer: error: FASTXFER_CONCURRENCY: invalid value '0'")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bench_points_at_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "scripts/dev.sh bench" in err
+    assert "python -m benchmarks.run" in err
+
+
+# -- key -> local path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "prefix", "expected"),
+    [
+        ("backup/a.txt", "backup/", "a.txt"),
+        ("backup/sub dir/ü.bin", "backup/", "sub dir/ü.bin"),
+        ("backup//a", "backup/", "a"),
+        ("a..b/c.", "", "a..b/c."),
+    ],
+)
+def test_local_path_for_safe_keys(key: str, prefix: str, expected: str) -> None:
+    assert local_path_for_key("/dst", key, prefix) == os.path.join("/dst", *expected.split("/"))
+
+
+@pytest.mark.parametrize(
+    ("key", "prefix"),
+    [
+        ("backup/../../etc/passwd", "backup/"),
+        ("backup/..", "backup/"),
+        ("backup/./a", "backup/"),
+        ("backup/a//b", "backup/"),
+        ("backup/dir/", "backup/"),
+        ("backup/", "backup/"),
+        ("other/a", "backup/"),
+        ("backup/a\0b", "backup/"),
+    ],
+)
+def test_local_path_refuses_unsafe_keys(key: str, prefix: str) -> None:
+    with pytest.raises(LocalFileError):
+        local_path_for_key("/dst", key, prefix)
+
+
+# -- bucket names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["abc", "my.bucket-1", "a" * 63, "1bucket"])
+def test_valid_bucket_names(name: str) -> None:
+    assert parse_s3_url(f"s3://{name}/k").bucket == name
+
+
+@pytest.mark.parametrize(
+    "name", ["ab", "a" * 64, "MyBucket", "under_score", "-start", "end-", "dot..dot"]
+)
+def test_invalid_bucket_names_get_the_rule(name: str) -> None:
+    with pytest.raises(InvalidS3Url) as info:
+        parse_s3_url(f"s3://{name}/k")
+    assert "3-63 lower-case letters" in str(info.value)

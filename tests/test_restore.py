@@ -1,4 +1,5 @@
-"""Batch restores: pure logic (table-driven), then real behaviour on the realistic moto server."""
+"""Batch restores: pure logic (table-driven), the per-object API in virtual time against a
+fake session, then real behaviour on the realistic moto server."""
 
 from __future__ import annotations
 
@@ -7,37 +8,54 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from fastxfer import ColdObject, InvalidConfig, TransferConfig, TransferManager, UsageError
+from fastxfer import (
+    AccessDenied,
+    BadCredentials,
+    ColdObject,
+    FastxferError,
+    InvalidConfig,
+    S3Error,
+    TransferConfig,
+    TransferManager,
+    UsageError,
+)
+from fastxfer.cli import main as cli_main
+from fastxfer.planning import download_get_count
 from fastxfer.restore import (
     DAY,
     GB,
+    ObjectRecord,
     ObjectState,
     PriceTable,
     RestoreJob,
     RestoreOptions,
     RestoreStore,
     RestoreTier,
-    _Obj,
     check_tier,
     classify,
     default_poll_interval,
+    estimate_cost,
+    job_id,
     parse_duration,
     parse_restore_header,
+    summarize_estimate,
 )
-from fastxfer.restore_cli import main as cli_main
+from fastxfer.session import ObjectInfo, Session
 from fastxfer.testing import FakeClock
-
-from moto_realistic import RealisticMotoServer
+from fastxfer.testing.moto_server import RealisticMotoServer
+from fastxfer.transfer import TransferHandle
 
 # -- pure logic ----------------------------------------------------------------
 
 DONE = 'ongoing-request="false", expiry-date="Fri, 23 Dec 2012 00:00:00 GMT"'
+MiB = 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -108,12 +126,13 @@ def test_tiers() -> None:
         check_tier("DEEP_ARCHIVE", RestoreTier.EXPEDITED)
 
 
-def _objs(spec: list[tuple[str, int, ObjectState]]) -> list[_Obj]:
-    return [_Obj(i, f"k{i}", size, sc, "", st) for i, (sc, size, st) in enumerate(spec)]
+def _objs(spec: list[tuple[str, int, ObjectState]]) -> list[ObjectRecord]:
+    return [ObjectRecord(i, f"k{i}", size, sc, "", st) for i, (sc, size, st) in enumerate(spec)]
 
 
 PRICES = PriceTable.load()
 COLD = ObjectState.COLD
+CONFIG = TransferConfig(endpoint_url="http://127.0.0.1:1")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +154,7 @@ COLD = ObjectState.COLD
         (
             [
                 ("GLACIER", 1024, COLD),
-                ("GLACIER", 40 * 1024 * 1024, COLD),
+                ("GLACIER", 40 * MiB, COLD),
                 ("STANDARD", 10, ObjectState.READABLE),
                 ("GLACIER", 5, ObjectState.RESTORED),
                 ("GLACIER", 5, ObjectState.RESTORING),
@@ -145,12 +164,11 @@ COLD = ObjectState.COLD
             2,
             1 + 3 + 1 + 1 + 1,
             1,
-            2 / 1000 * 0.05 + (1024 + 40 * 1024 * 1024) / GB * (0.01 + 0.023 * 7 / 30),
+            2 / 1000 * 0.05 + (1024 + 40 * MiB) / GB * (0.01 + 0.023 * 7 / 30),
         ),
     ],
 )
 def test_cost_estimate(
-    work_dir: str,
     objects: list[tuple[str, int, ObjectState]],
     tier: RestoreTier,
     download: bool,
@@ -159,13 +177,9 @@ def test_cost_estimate(
     heads: int,
     price_restore: float,
 ) -> None:
-    tm = TransferManager(TransferConfig(endpoint_url="http://127.0.0.1:1"))  # config only
-    opts = RestoreOptions(
-        bucket="b", prefix="", tier=tier, download_dir=work_dir if download else None
+    est = estimate_cost(
+        _objs(objects), tier=tier, days=7, config=CONFIG, prices=PRICES, download=download
     )
-    job = RestoreJob(tm, opts, clock=FakeClock(), prices=PRICES)
-    job._objs = _objs(objects)
-    est = job._estimate(job._snapshot_counts())
     assert est.requests.restore == restores
     assert est.requests.get == gets
     assert est.requests.head == heads
@@ -177,6 +191,48 @@ def test_cost_estimate(
         assert est.requests.list >= est.polls_estimated
 
 
+@pytest.mark.parametrize(("size", "gets"), [(GB, 32), (10 * GB, 160)])
+def test_estimate_gets_are_the_download_plan(size: int, gets: int) -> None:
+    """With the default config a download of 1 GiB makes 32 GETs and 10 GiB 160 (64 MiB
+    ranges): the estimate uses the planner the downloads use."""
+    cfg = TransferConfig()
+    est = estimate_cost(
+        [ObjectRecord(0, "k", size, "DEEP_ARCHIVE", "", COLD)],
+        tier=RestoreTier.BULK,
+        days=7,
+        config=cfg,
+        prices=PRICES,
+        download=True,
+    )
+    assert est.requests.get == gets == download_get_count(size, cfg)
+    assert f"GET {gets}," in summarize_estimate(est)
+
+
+def test_estimate_skips_files_already_downloaded() -> None:
+    objs = _objs([("GLACIER", 10, COLD), ("GLACIER", 10, COLD)])
+    est = estimate_cost(
+        objs,
+        tier=RestoreTier.BULK,
+        days=1,
+        config=CONFIG,
+        prices=PRICES,
+        download=True,
+        downloaded={"k0"},
+    )
+    assert (est.requests.restore, est.requests.get, est.objects_downloaded) == (1, 1, 1)
+
+
+# -- the state file ------------------------------------------------------------
+
+
+def _no_download(bucket: str, key: str, dest: str, size: int | None) -> TransferHandle:
+    raise AssertionError(f"unexpected download of {key}")
+
+
+def _job(session: Any, opts: RestoreOptions) -> RestoreJob:
+    return RestoreJob(session, opts, start_download=_no_download)
+
+
 async def test_expired_copy_is_requested_again_on_resume(work_dir: str) -> None:
     """A restored copy whose expiry passed (on the injected clock) goes back to COLD."""
     path = os.path.join(work_dir, "s.sqlite")
@@ -185,28 +241,281 @@ async def test_expired_copy_is_requested_again_on_resume(work_dir: str) -> None:
     store = RestoreStore(path)
     now = clock.now().timestamp()
     objs = [
-        _Obj(0, "a", 1, "GLACIER", "", ObjectState.RESTORED, now - 10, now - 1),
-        _Obj(1, "b", 1, "GLACIER", "", ObjectState.RESTORED, now - 10, now + DAY),
+        ObjectRecord(0, "a", 1, "GLACIER", "", ObjectState.RESTORED, now - 10, now - 1),
+        ObjectRecord(1, "b", 1, "GLACIER", "", ObjectState.RESTORED, now - 10, now + DAY),
     ]
-    store.create(opts.spec(), "Standard", 7, objs)
+    jid = store.create(opts.spec(), "Standard", 7, objs, created_at=now)
     store.close()
-    tm = TransferManager(TransferConfig(endpoint_url="http://127.0.0.1:1"))
-    job = RestoreJob(tm, opts, clock=clock)
+    job = _job(Session(CONFIG, clock), opts)  # a session never entered: no request is made
     await job._load(create=False)
     job._close()
     assert [o.state for o in job.objects()] == ["cold", "restored"]
-    assert RestoreStore(path).load()[0].state is ObjectState.COLD
-
-
-async def test_other_job_in_state_file_is_refused(work_dir: str) -> None:
-    path = os.path.join(work_dir, "s.sqlite")
     store = RestoreStore(path)
-    store.create({"bucket": "b", "prefix": "x/", "keys": []}, "Bulk", 1, [])
+    assert store.load(jid)[0].state is ObjectState.COLD
     store.close()
-    tm = TransferManager(TransferConfig(endpoint_url="http://127.0.0.1:1"))
-    job = RestoreJob(tm, RestoreOptions(bucket="b", prefix="y/", state_path=path))
-    with pytest.raises(UsageError, match="belongs to another restore job"):
-        await job.estimate()
+
+
+def test_one_state_file_holds_many_jobs(work_dir: str) -> None:
+    path = os.path.join(work_dir, "s.sqlite")
+    one = RestoreOptions(bucket="b", prefix="x/", state_path=path)
+    two = RestoreOptions(bucket="b", keys=("k",), state_path=path)
+    store = RestoreStore(path)
+    try:
+        assert store.spec() is None
+        store.create(one.spec(), "Bulk", 1, _objs([("GLACIER", 1, COLD)]), created_at=1.0)
+        only = store.spec()  # the only job: what `restore-status --state FILE` reads
+        assert only is not None
+        assert (only["prefix"], only["tier"], only["id"]) == ("x/", "Bulk", job_id(one.spec()))
+        store.create(two.spec(), "Standard", 3, _objs([("GLACIER", 1, COLD)]), created_at=2.0)
+        with pytest.raises(UsageError, match="holds 2 restore jobs"):
+            store.spec()
+        spec = store.spec(job_id(two.spec()))
+        assert spec is not None
+        assert spec["keys"] == ["k"]
+        assert len(store.load(job_id(one.spec()))) == len(store.load(job_id(two.spec()))) == 1
+        store.delete(job_id(one.spec()))
+        assert store.load(job_id(one.spec())) == []
+        assert [j["id"] for j in store.jobs()] == [job_id(two.spec())]
+    finally:
+        store.close()
+
+
+async def test_status_of_a_job_not_in_the_state_file(work_dir: str) -> None:
+    path = os.path.join(work_dir, "s.sqlite")
+    RestoreStore(path).close()
+    job = _job(
+        Session(CONFIG, FakeClock()), RestoreOptions(bucket="b", prefix="y/", state_path=path)
+    )
+    with pytest.raises(UsageError, match="no restore job for s3://b/y/"):
+        await job.status()
+
+
+# -- one object at a time, in virtual time (a fake session) ---------------------
+
+
+class FakeS3:
+    """Just enough of :class:`fastxfer.session.Session` for a restore job, in virtual time.
+
+    ``objects``: key -> (storage class, seconds a restore takes).  ``refuse``:
+    key -> the error its RestoreObject gets.  ``list_errors``: raised by the
+    next LIST requests, in order.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        objects: dict[str, tuple[str, float]],
+        *,
+        refuse: dict[str, FastxferError] | None = None,
+    ) -> None:
+        self.config = CONFIG
+        self.clock = clock
+        self.objects = objects
+        self.refuse = refuse or {}
+        self.list_errors: list[Exception] = []
+        self.ready_at: dict[str, float] = {}
+        self.sent: Counter[str] = Counter()
+
+    def _status(self, key: str) -> dict[str, Any] | None:
+        ready = self.ready_at.get(key)
+        if ready is None:
+            return None
+        if self.clock.monotonic() < ready:
+            return {"IsRestoreInProgress": True}
+        expiry = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+        return {"IsRestoreInProgress": False, "RestoreExpiryDate": expiry}
+
+    def _item(self, key: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"Key": key, "Size": 10, "StorageClass": self.objects[key][0]}
+        if (rs := self._status(key)) is not None:
+            item["RestoreStatus"] = rs
+        return item
+
+    async def request(
+        self,
+        op: str,
+        *,
+        bucket: str,
+        key: str | None = None,
+        counts: Counter[str] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        self.sent[op] += 1
+        if counts is not None:
+            counts[op] += 1
+        await asyncio.sleep(0)
+        if op == "restore_object":
+            assert key is not None
+            if key in self.refuse:
+                raise self.refuse[key]
+            if key in self.ready_at and self.clock.monotonic() < self.ready_at[key]:
+                raise S3Error("in progress", code="RestoreAlreadyInProgress")
+            self.ready_at.setdefault(key, self.clock.monotonic() + self.objects[key][1])
+            return {}
+        if op == "list_objects_v2":
+            if self.list_errors:
+                raise self.list_errors.pop(0)
+            keys = sorted(
+                k
+                for k in self.objects
+                if k.startswith(kw.get("Prefix", "")) and k > kw.get("StartAfter", "")
+            )
+            return {"Contents": [self._item(k) for k in keys[: kw.get("MaxKeys", 1000)]]}
+        raise AssertionError(f"unexpected {op}")
+
+    async def pages(
+        self, op: str, *, bucket: str, what: str = "LIST", counts: Any = None, **kw: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        yield await self.request(op, bucket=bucket, counts=counts, **kw)
+
+    async def head(self, bucket: str, key: str, *, counts: Any = None) -> ObjectInfo:
+        self.sent["head_object"] += 1
+        if counts is not None:
+            counts["head_object"] += 1
+        await asyncio.sleep(0)
+        return ObjectInfo.from_listing(bucket, self._item(key))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def keys_opts(work_dir: str, *keys: str, **kw: Any) -> RestoreOptions:
+    return RestoreOptions(
+        bucket="b", keys=keys, state_path=os.path.join(work_dir, "state.sqlite"), **kw
+    )
+
+
+async def test_wait_readable_polls_on_the_injected_clock(work_dir: str, clock: FakeClock) -> None:
+    """GLACIER Standard is polled hourly: an object that takes 2 h is handed out at the
+    2 h poll, one that takes 5 h at the 5 h poll, the online one at once."""
+    s3 = FakeS3(
+        clock,
+        {"a": ("GLACIER", 5 * 3600), "b": ("GLACIER", 2 * 3600), "c": ("STANDARD", 0)},
+    )
+    async with _job(s3, keys_opts(work_dir, "a", "b", "c")) as job:
+        assert s3.sent["restore_object"] == 2  # the batch is requested on entry
+        assert (await job.wait_readable("c")).state == "readable"
+        assert clock.monotonic() == 0
+        assert job.eta("a") == pytest.approx(5 * 3600)  # the tier's typical time
+        assert job.eta("c") == 0
+        b = await job.wait_readable("b")
+        assert (b.state, clock.monotonic()) == ("restored", 2 * 3600)
+        assert b.expiry == datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
+        assert job.object("a").state == "restoring"  # the rest goes on
+        assert job.eta("a") == pytest.approx(3 * 3600)
+        await job.wait_readable("a")
+        assert clock.monotonic() == 5 * 3600
+        report = job.report()
+    assert report.polls == 6  # at 0, 1, 2, 3, 4, 5 h
+    assert report.requests.list == s3.sent["list_objects_v2"] == 6
+    assert report.requests.restore == 2
+    assert report.requests.head == 3  # the inventory
+
+    # Entered again (a rerun): nothing is requested, nothing polled.
+    s3.sent.clear()
+    async with _job(s3, keys_opts(work_dir, "a", "b", "c")) as job:
+        for key in "abc":
+            await job.wait_readable(key)
+        assert job.report().resumed
+    assert s3.sent == Counter()
+
+
+async def test_price_first_then_the_batch_with_one_inventory(
+    work_dir: str, clock: FakeClock
+) -> None:
+    s3 = FakeS3(clock, {"a": ("GLACIER", 60), "b": ("DEEP_ARCHIVE", 60), "c": ("STANDARD", 0)})
+    job = RestoreJob(s3, keys_opts(work_dir, "a", "b"), start_download=_no_download, prices=PRICES)
+    est = await job.estimate()
+    assert (est.requests.restore, est.objects_readable) == (2, 0)
+    assert not os.path.exists(job.state_path)  # pricing writes nothing
+    async with job:
+        await job.wait_readable("b")
+        with pytest.raises(RuntimeError, match="not in `async with`"):
+            await job.run()
+    assert s3.sent["head_object"] == 2  # the estimate's inventory was reused
+    assert s3.sent["restore_object"] == 2
+
+
+async def test_concurrent_waiters_and_a_refused_restore(work_dir: str, clock: FakeClock) -> None:
+    s3 = FakeS3(
+        clock,
+        {"a": ("DEEP_ARCHIVE", 7200), "b": ("GLACIER", 3600), "d": ("GLACIER", 60)},
+        refuse={"d": AccessDenied("RestoreObject s3://b/d: access denied", code="AccessDenied")},
+    )
+    opts = keys_opts(work_dir, "a", "b", "d", poll_interval=600)
+    async with _job(s3, opts) as job:
+        with pytest.raises(AccessDenied, match="access denied"):
+            await job.wait_readable("d")
+        assert job.eta("d") is None
+        order: list[str] = []
+
+        async def wait(key: str) -> None:
+            await job.wait_readable(key)
+            order.append(f"{key}@{clock.monotonic():.0f}")
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(wait("a"))
+            tg.create_task(wait("b"))
+        with pytest.raises(UsageError, match="not part of this restore job"):
+            await job.wait_readable("zz")
+    assert order == ["b@3600", "a@7200"]
+    assert s3.sent["restore_object"] == 3
+
+
+async def test_polling_failures(work_dir: str, clock: FakeClock) -> None:
+    """Passing S3 errors are retried at the next poll; a bad-credentials error stops the
+    job and reaches the waiter (and is not raised twice)."""
+    s3 = FakeS3(clock, {"a": ("GLACIER", 7200), "b": ("GLACIER", 9000)})
+    s3.list_errors = [S3Error("LIST failed: 500", code="InternalError")] * 2
+    async with _job(s3, keys_opts(work_dir, "a", "b", poll_interval=3600)) as job:
+        await job.wait_readable("a")  # polls at 0 and 1 h failed, the 2 h poll sees it
+        assert clock.monotonic() == 2 * 3600
+        assert job.report().polls == 3
+        s3.list_errors = [BadCredentials("the server rejected the credentials")]
+        with pytest.raises(BadCredentials):
+            await job.wait_readable("b")
+        with pytest.raises(BadCredentials):  # every later waiter learns it too
+            await job.wait_readable("b")
+
+
+async def test_undelivered_polling_failure_is_raised_on_exit(
+    work_dir: str, clock: FakeClock
+) -> None:
+    s3 = FakeS3(clock, {"a": ("GLACIER", 7200)})
+    s3.list_errors = [BadCredentials("the server rejected the credentials")]
+    with pytest.raises(BadCredentials):
+        async with _job(s3, keys_opts(work_dir, "a")):
+            await clock.sleep(10)
+
+
+async def test_cancelled_waiter_leaves_the_job_running_and_exit_stops_polling(
+    work_dir: str, clock: FakeClock
+) -> None:
+    s3 = FakeS3(clock, {"a": ("GLACIER", 3 * 3600), "b": ("GLACIER", 3600)})
+    async with _job(s3, keys_opts(work_dir, "a", "b")) as job:
+        waiter = asyncio.create_task(job.wait_readable("a"))
+        await job.wait_readable("b")
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert job.object("a").state == "restoring"
+        polls = [t for t in asyncio.all_tasks() if "restore-poll" in t.get_name()]
+        assert len(polls) == 1
+    assert polls[0].done()  # cancelled and awaited by __aexit__
+    assert [t for t in asyncio.all_tasks() if "restore-poll" in t.get_name()] == []
+
+
+async def test_wait_readable_needs_the_context(work_dir: str, clock: FakeClock) -> None:
+    job = _job(FakeS3(clock, {"a": ("GLACIER", 1)}), keys_opts(work_dir, "a"))
+    with pytest.raises(RuntimeError, match="async with job"):
+        await job.wait_readable("a")
+    with pytest.raises(UsageError, match=r"download_dir is for RestoreJob\.run"):
+        async with _job(
+            FakeS3(clock, {"a": ("GLACIER", 1)}), keys_opts(work_dir, "a", download_dir=work_dir)
+        ):
+            pass
 
 
 # -- against the realistic moto server -----------------------------------------
@@ -265,7 +574,7 @@ async def test_each_cold_object_restored_once_and_online_read_directly(
         state_path=os.path.join(work_dir, "job.sqlite"),
     )
     async with TransferManager(moto_config()) as tm:
-        report = await RestoreJob(tm, opts).run()
+        report = await tm.restore_job(opts).run()
     assert not report.failed
     assert report.downloaded == 6
     assert report.poll_mode == "list"
@@ -282,7 +591,7 @@ async def test_each_cold_object_restored_once_and_online_read_directly(
     # Again with the same state: nothing is requested or downloaded again.
     before = bucket_counts(server, moto_bucket)
     async with TransferManager(moto_config()) as tm:
-        again = await RestoreJob(tm, opts).run()
+        again = await tm.restore_job(opts).run()
     after = bucket_counts(server, moto_bucket)
     assert again.resumed
     assert again.downloaded == 6
@@ -311,7 +620,7 @@ async def test_first_download_starts_before_last_object_thaws(
         state_path=os.path.join(work_dir, "job.sqlite"),
     )
     async with TransferManager(moto_config()) as tm:
-        report = await RestoreJob(tm, opts).run()
+        report = await tm.restore_job(opts).run()
     assert report.downloaded == 20
     assert not report.failed
     completed = [server.restore_completed_at(moto_bucket, k) for k in keys]
@@ -342,7 +651,7 @@ async def test_killed_mid_wait_resumes_without_duplicate_requests(
         state_path=os.path.join(work_dir, "job.sqlite"),
     )
     async with TransferManager(moto_config()) as tm:
-        task = asyncio.create_task(RestoreJob(tm, opts).run())
+        task = asyncio.create_task(tm.restore_job(opts).run())
         deadline = time.monotonic() + 10
         while bucket_counts(server, moto_bucket).get("ListObjectsV2", 0) < 3:  # polling
             assert time.monotonic() < deadline
@@ -353,7 +662,7 @@ async def test_killed_mid_wait_resumes_without_duplicate_requests(
     assert bucket_counts(server, moto_bucket).get("GetObject", 0) == 0  # still waiting
 
     async with TransferManager(moto_config()) as tm:
-        report = await RestoreJob(tm, opts).run()
+        report = await tm.restore_job(opts).run()
     assert report.resumed
     assert report.requests.restore == 0
     assert report.downloaded == 10
@@ -380,7 +689,7 @@ async def test_head_fallback_when_list_has_no_restore_status(
         state_path=os.path.join(work_dir, "job.sqlite"),
     )
     async with TransferManager(moto_config()) as tm:
-        report = await RestoreJob(tm, opts).run()
+        report = await tm.restore_job(opts).run()
     assert report.poll_mode == "head"
     assert report.count(ObjectState.RESTORED) == 5
     assert report.requests.restore == 5
@@ -407,8 +716,130 @@ async def test_cold_get_without_job_and_expedited_deep_archive(
             state_path=os.path.join(work_dir, "job.sqlite"),
         )
         with pytest.raises(InvalidConfig, match="Expedited tier does not exist"):
-            await RestoreJob(tm, opts).run()
+            await tm.restore_job(opts).run()
     assert server.restore_requests(moto_bucket, "cold") == 0  # rejected before sending
+
+
+async def test_wait_readable_on_the_realistic_server(
+    server: RealisticMotoServer,
+    moto_bucket: str,
+    moto_s3: Any,
+    moto_config: Callable[..., TransferConfig],
+    work_dir: str,
+) -> None:
+    """The duplicity shape: one batch, then one object handed out while the rest thaw."""
+    objects = {
+        "w/fast": (body("fast", 3000), "DEEP_ARCHIVE"),
+        "w/slow": (body("slow"), "GLACIER"),
+        "w/online": (body("online"), "STANDARD"),
+    }
+    put_objects(moto_s3, moto_bucket, objects)
+    server.set_restore_delay(60.0)
+    moto_s3.restore_object(Bucket=moto_bucket, Key="w/slow", RestoreRequest={"Days": 1})
+    server.set_restore_delay(2.0)
+    opts = RestoreOptions(
+        bucket=moto_bucket,
+        keys=("w/fast", "w/slow", "w/online"),
+        tier=RestoreTier.BULK,
+        poll_interval=0.2,
+        state_path=os.path.join(work_dir, "job.sqlite"),
+    )
+    dest = os.path.join(work_dir, "fast")
+    async with TransferManager(moto_config()) as tm:
+        async with tm.restore_job(opts) as job:
+            assert server.restore_requests(moto_bucket, "w/fast") == 1  # sent on entry
+            assert (await job.wait_readable("w/online")).state == "readable"
+            with pytest.raises(ColdObject):  # not yet
+                await tm.download(moto_bucket, "w/fast", dest)
+            fast = await asyncio.wait_for(job.wait_readable("w/fast"), 20)
+            assert fast.state == "restored"
+            assert fast.expiry is not None
+            assert fast.expiry > time.time()
+            assert job.object("w/slow").state == "restoring"  # still thawing
+            assert job.eta("w/slow") is None  # someone else requested it: unknown
+            await tm.download(moto_bucket, "w/fast", dest)
+            assert job.report().poll_mode == "list"
+        with open(dest, "rb") as f:
+            assert f.read() == objects["w/fast"][0]
+
+        async with tm.restore_job(opts) as job:  # a rerun: from the state file
+            assert (await job.wait_readable("w/fast")).state == "restored"
+            assert job.report().requests.restore == 0
+    assert server.restore_requests(moto_bucket, "w/fast") == 1
+    assert server.restore_requests(moto_bucket, "w/slow") == 1  # ours: none
+    assert server.restore_requests(moto_bucket, "w/online") == 0
+
+
+async def test_poll_interval_runs_on_the_managers_clock(
+    server: RealisticMotoServer,
+    moto_bucket: str,
+    moto_s3: Any,
+    moto_config: Callable[..., TransferConfig],
+    work_dir: str,
+) -> None:
+    """The clock given to the TransferManager paces the poller: after the restore has
+    completed for real, the job sees it only when the virtual poll interval has passed."""
+    server.set_restore_delay(1.0)
+    put_objects(moto_s3, moto_bucket, {"i/a": (body("a"), "GLACIER")})
+    clock = FakeClock(auto_advance=False)
+    opts = RestoreOptions(
+        bucket=moto_bucket,
+        keys=("i/a",),
+        tier=RestoreTier.EXPEDITED,  # polled every minute
+        state_path=os.path.join(work_dir, "job.sqlite"),
+    )
+    async with TransferManager(moto_config(), clock=clock) as tm, tm.restore_job(opts) as job:
+        waiter = asyncio.create_task(job.wait_readable("i/a"))
+        deadline = time.monotonic() + 10
+        while (done_at := server.restore_completed_at(moto_bucket, "i/a")) is None or (
+            time.monotonic() < done_at + 0.3
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert not waiter.done()
+        assert bucket_counts(server, moto_bucket).get("ListObjectsV2") == 1  # at t=0
+        await clock.advance(59)
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await clock.advance(1)
+        status = await asyncio.wait_for(waiter, 10)
+        assert status.state == "restored"
+        assert job.report().polls == 2
+    assert bucket_counts(server, moto_bucket).get("ListObjectsV2") == 2
+
+
+async def test_dry_run_counts_equal_the_run(
+    server: RealisticMotoServer,
+    moto_bucket: str,
+    moto_s3: Any,
+    moto_config: Callable[..., TransferConfig],
+    work_dir: str,
+) -> None:
+    """Ranged download of a 12 MiB object (5 MiB ranges): the estimate's GET and HEAD
+    counts are what the run sends."""
+    server.set_restore_delay(0.3)
+    put_objects(
+        moto_s3,
+        moto_bucket,
+        {"r/big": (body("big", 12 * MiB), "GLACIER"), "r/small": (body("small"), "GLACIER")},
+    )
+    cfg = moto_config(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    opts = RestoreOptions(
+        bucket=moto_bucket,
+        prefix="r/",
+        poll_interval=0.2,
+        download_dir=os.path.join(work_dir, "out"),
+        state_path=os.path.join(work_dir, "job.sqlite"),
+    )
+    async with TransferManager(cfg) as tm:
+        est = await tm.restore_job(opts, prices=PRICES).estimate()
+        report = await tm.restore_job(opts).run()
+    assert est.requests.get == download_get_count(12 * MiB, cfg) + 1 == 3 + 1
+    assert report.downloaded == 2
+    assert report.requests.get == est.requests.get
+    assert report.requests.restore == est.requests.restore == 2
+    download_heads = report.requests.head  # the inventory was a LIST
+    assert download_heads == est.requests.head - est.inventory.head == 1
 
 
 def test_cli_1000_deep_archive(

@@ -41,9 +41,13 @@ Restores ignore ``versionId`` (moto restores the latest version); a repeated
 restore with a faster Tier during a restore gets 409 too (AWS accepts such a
 speed upgrade).
 
-Run directly (``python tests/moto_realistic.py --port 5000``) for a manual
-server; the control API is JSON under ``/_realistic/`` (not an S3 bucket name:
-bucket names cannot start with ``_``).
+Run directly (``python -m fastxfer.testing.moto_server --port 5000``) for a
+manual server; the control API is JSON under ``/_realistic/`` (not an S3 bucket
+name: bucket names cannot start with ``_``).
+
+Needs the ``dev`` extra (``moto[server]``), which only the server process
+imports: importing this module (or :mod:`fastxfer.testing`) does not import
+moto, and nothing in the engine imports this module.
 """
 
 from __future__ import annotations
@@ -113,7 +117,8 @@ class RealisticMotoServer:
             sys.executable,
             "-W",
             "ignore::DeprecationWarning",  # even under PYTHONWARNINGS=error
-            os.path.abspath(__file__),
+            "-m",
+            "fastxfer.testing.moto_server",
             "--port",
             "0",
             "--restore-delay",
@@ -430,7 +435,7 @@ def _patch_moto(state: _ServerState) -> None:
 
     if moto.__version__ != MOTO_VERSION:
         raise RuntimeError(
-            f"tests/moto_realistic.py patches moto {MOTO_VERSION} internals, found "
+            f"fastxfer/testing/moto_server.py patches moto {MOTO_VERSION} internals, found "
             f"moto {moto.__version__}: re-check the patches, then update MOTO_VERSION"
         )
     ready_attr = "_realistic_restore_ready_at"  # monotonic time the restore completes

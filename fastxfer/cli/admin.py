@@ -1,0 +1,98 @@
+"""Housekeeping commands: ``fastxfer abort-uploads``, and ``fastxfer bench``'s pointer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from fastxfer.cli.common import (
+    EXIT_USAGE,
+    Parser,
+    Subparsers,
+    add_command,
+    add_connection_options,
+    config_from_args,
+    run_async,
+)
+from fastxfer.manager import TransferManager
+from fastxfer.restore import parse_duration
+from fastxfer.s3url import parse_s3_url
+
+BENCH_HINT = (
+    "fastxfer: the benchmark suite is not installed with fastxfer; from a source checkout "
+    "run `scripts/dev.sh bench` (or `python -m benchmarks.run`), see benchmarks/README.md"
+)
+
+
+def register(sub: Subparsers[Parser]) -> None:
+    p = add_command(
+        sub,
+        "abort-uploads",
+        _cmd_abort_uploads,
+        help="abort incomplete multipart uploads (what a killed process leaves behind)",
+        description="List and abort incomplete multipart uploads under s3://BUCKET[/PREFIX]. "
+        "They are invisible in listings but billed as storage.",
+    )
+    p.add_argument("url", help="s3://bucket[/prefix]")
+    p.add_argument(
+        "--older-than",
+        default="1h",
+        help="only uploads started this long ago (default 1h; 0 for all), e.g. 30m, 2h, 1d",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list them, abort nothing")
+    add_connection_options(p)
+    p.add_argument("--json", action="store_true")
+
+    # Listed in --help only: main() answers `fastxfer bench ...` before parsing.
+    add_command(
+        sub,
+        "bench",
+        bench,
+        help="how to run the benchmark suite (from a source checkout)",
+        add_help=False,
+    )
+
+
+def bench(_: object) -> int:
+    """The benchmarks are not part of the wheel: say where they are, exit 2."""
+    print(BENCH_HINT, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _cmd_abort_uploads(args: argparse.Namespace) -> int:
+    return run_async(_abort_uploads(args))
+
+
+async def _abort_uploads(args: argparse.Namespace) -> int:
+    older = 0.0 if args.older_than in ("0", "0s") else parse_duration(args.older_than)
+    url = parse_s3_url(args.url)
+    cfg = config_from_args(args)
+    async with TransferManager(cfg) as tm:
+        if args.dry_run:
+            now = datetime.now(UTC)
+            found = [
+                u
+                for u in await tm.list_multipart_uploads(url.bucket, url.key)
+                if not older or _age(u, now) >= older
+            ]
+        else:
+            found = await tm.abort_incomplete_uploads(url.bucket, url.key, older_than=older)
+    for u in found:
+        started = u.get("Initiated")
+        when = started.isoformat() if isinstance(started, datetime) else "?"
+        if args.json:
+            print(json.dumps({"key": u["Key"], "upload_id": u["UploadId"], "initiated": when}))
+        else:
+            print(f"{'would abort' if args.dry_run else 'aborted'} {when} {u['Key']}")
+    if not args.json:
+        print(f"{len(found)} incomplete upload(s)", file=sys.stderr)
+    return 0
+
+
+def _age(upload: dict[str, Any], now: datetime) -> float:
+    """Seconds since the upload started (infinite when the server did not say)."""
+    started = upload.get("Initiated")
+    return (now - started).total_seconds() if isinstance(started, datetime) else float("inf")
