@@ -34,6 +34,13 @@ esac
 stamp=".venv/.installed-$(echo "$extras" | tr -c 'a-z' '_')"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e "$extras"
+    if [ "$job" != demo ]; then
+        # The duplicity backend's tests run real duplicity 3.2.1: its wheel
+        # bundles librsync; --no-deps skips ~110 cloud SDK packages it never
+        # needs with fastxfer's backend (docs: duplicity-contract.md).
+        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+            "duplicity==3.2.1" fasteners
+    fi
     touch "$stamp"
 fi
 
