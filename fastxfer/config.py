@@ -117,6 +117,11 @@ class TransferConfig:
     """How long an AbortMultipartUpload may take during cleanup."""
     fsync: bool = True
     """fsync downloaded files before renaming them into place."""
+    resume: bool = True
+    """Journal multipart uploads from local files in the state file, so the same
+    upload after a crash or ``kill -9`` sends only the parts the server lacks."""
+    state_path: str | None = None
+    """The sqlite state file (upload journal); None: under the user cache directory."""
 
     bwlimit: float = 0.0
     """Cap on bytes/s over all transfers, both directions (0 = unlimited)."""
@@ -227,6 +232,8 @@ class TransferConfig:
         | `FASTXFER_BWLIMIT_PER_CONNECTION` | `bwlimit_per_connection` | rate (off) |
         | `FASTXFER_BWLIMIT_SCHEDULE` | `bwlimit_schedule` | weekly timetable (none) |
         | `FASTXFER_TPS` | `tps` | requests per second (off) |
+        | `FASTXFER_RESUME` | `resume` | on, off: journal multipart uploads to resume them (on) |
+        | `FASTXFER_STATE` | `state_path` | the sqlite state file (user cache dir) |
 
         Sizes take units (``8MiB``, ``500M``, ``1.5GiB``), rates too (``4MiB/s``,
         ``800K``, ``off``); a timetable reads ``Mon-Fri 08:00-18:00 4MiB/s, otherwise
@@ -299,6 +306,15 @@ def _whole_number(raw: str) -> int:
         raise InvalidConfig(f"invalid number {raw!r}", hint="use a whole number, e.g. 32") from None
 
 
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InvalidConfig(f"invalid value {raw!r}", hint="use on or off")
+
+
 _ENVIRONMENT: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     # (variable, field, parser); the first variable set wins for a field.
     ("AWS_ENDPOINT_URL_S3", "endpoint_url", _text),
@@ -316,6 +332,8 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("FASTXFER_BWLIMIT_PER_CONNECTION", "bwlimit_per_connection", parse_rate),
     ("FASTXFER_BWLIMIT_SCHEDULE", "bwlimit_schedule", _text),
     ("FASTXFER_TPS", "tps", lambda raw: parse_count(raw, what="requests per second")),
+    ("FASTXFER_RESUME", "resume", _boolean),
+    ("FASTXFER_STATE", "state_path", _text),
 )
 
 

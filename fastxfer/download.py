@@ -49,8 +49,47 @@ class IncompleteRange(Exception):
 
 
 def temp_path_for(dest: str) -> str:
+    """``.NAME.fastxfer-PID-RANDOM.tmp`` beside ``dest``: the PID tells a later run
+    whether the process that wrote it is gone (see :func:`remove_stale_temps`)."""
     d, name = os.path.split(os.path.abspath(dest))
-    return os.path.join(d, f".{name}.fastxfer-{secrets.token_hex(4)}.tmp")
+    return os.path.join(d, f".{name}.fastxfer-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(dest: str) -> int:
+    """Remove temp files a killed download of ``dest`` left beside it; returns how many.
+
+    A temp file is stale when the process named in it no longer runs (the name
+    carries its PID; this host's).  A live process's file is left alone.
+    """
+    d, name = os.path.split(os.path.abspath(dest))
+    head = f".{name}.fastxfer-"
+    removed = 0
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return 0
+    for entry in names:
+        if not (entry.startswith(head) and entry.endswith(".tmp")):
+            continue
+        pid_text = entry[len(head) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(d, entry))
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _expected_crc(info: ObjectInfo) -> int | None:
@@ -126,9 +165,12 @@ def _note_info(tracker: _Tracker, info: ObjectInfo) -> None:
 
 
 def _open_tmp(dest: str) -> tuple[int, str]:
+    if remove_stale_temps(dest):
+        log.info("%s: removed a partial download a killed run left behind", dest)
     tmp = temp_path_for(dest)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        # Read-write: md5 mode reads the file back to check it against the ETag.
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         raise translate(exc) from exc
     return fd, tmp

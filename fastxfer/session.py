@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
@@ -35,14 +36,19 @@ from fastxfer.clock import Clock
 from fastxfer.config import TransferConfig
 from fastxfer.errors import (
     THROTTLE_CODES,
+    FastxferError,
     S3Error,
     Throttled,
     TransferFailed,
     translate,
 )
+from fastxfer.journal import UploadJournal
 from fastxfer.limits import MAX_DELETE_BATCH
 from fastxfer.pacing import Pacer
+from fastxfer.state import StateDB
 from fastxfer.storage_class import is_cold
+
+log = logging.getLogger("fastxfer")
 
 Counts = Counter[str]
 """Requests sent, by S3 operation name (``"get_object"``, ``"upload_part"`` ...)."""
@@ -213,6 +219,8 @@ class Session:
         self._uploads: ConnectionBudget | None = None
         self._pacer: Pacer | None = None
         self._bandwidth: BandwidthLimiter | None = None
+        self._journal: UploadJournal | None = None
+        self._journal_open = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -323,6 +331,9 @@ class Session:
             self._client = None
             if self._buffers is not None:
                 self._buffers.close()
+            if self._journal is not None:
+                self._journal.db.close()
+                self._journal = None
 
     def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         """botocore is about to retry: tell the pacer when it is because of throttling.
@@ -393,6 +404,27 @@ class Session:
     @property
     def bandwidth(self) -> BandwidthLimiter | None:
         return self._bandwidth
+
+    @property
+    def journal(self) -> UploadJournal | None:
+        """The upload journal (opened on first use), or None when resume is off.
+
+        A state file that cannot be opened turns resume off for this session
+        with a warning: uploads still work, they just cannot be resumed.
+        """
+        if not self.config.resume:
+            return None
+        if not self._journal_open:
+            self._journal_open = True
+            try:
+                db = StateDB.open(self.config.state_path)
+            except FastxferError as exc:
+                log.warning("upload journal disabled: %s", exc)
+                return None
+            cfg = self.config
+            endpoint = cfg.endpoint_url or f"aws:{cfg.region or 'default'}"
+            self._journal = UploadJournal(db, endpoint)
+        return self._journal
 
     # -- the request path ------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The project's one sqlite state file: restore jobs now, the upload journal next.
+"""The project's one sqlite state file: restore jobs and the upload journal.
 
 A :class:`StateDB` is a thin, typed layer over one ``sqlite3`` connection:
 
@@ -67,6 +67,35 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         downloaded INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (job_id, seq),
         UNIQUE (job_id, key)
+    );
+    """,
+    # 2: the upload journal (fastxfer.journal): one row per multipart upload in
+    # flight from a local file, one row per part the server has acknowledged.
+    """
+    CREATE TABLE upload_journal (
+        id INTEGER PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        source_size INTEGER NOT NULL,
+        source_mtime_ns INTEGER NOT NULL,
+        source_inode INTEGER NOT NULL,
+        source_dev INTEGER NOT NULL,
+        part_size INTEGER NOT NULL,
+        checksum_mode TEXT NOT NULL,
+        whole_crc TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (endpoint, bucket, key)
+    );
+    CREATE TABLE upload_journal_parts (
+        upload INTEGER NOT NULL REFERENCES upload_journal (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        crc INTEGER,
+        PRIMARY KEY (upload, number)
     );
     """,
 )

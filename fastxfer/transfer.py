@@ -44,6 +44,8 @@ class TransferStats:
     error: str | None = None
     requests: Mapping[str, int] = field(default_factory=dict)
     """Requests this transfer sent, by S3 operation name."""
+    bytes_resumed: int = 0
+    """Of ``bytes_done``, bytes an interrupted run had already stored (not sent again)."""
 
     @property
     def elapsed(self) -> float | None:
@@ -85,6 +87,7 @@ class _Tracker:
     multipart: bool = False
     error: str | None = None
     requests: Counter[str] = field(default_factory=Counter)
+    bytes_resumed: int = 0
     _unreported: int = 0
 
     def snapshot(self) -> TransferStats:
@@ -110,6 +113,7 @@ class _Tracker:
             multipart=self.multipart,
             error=self.error,
             requests=dict(self.requests),
+            bytes_resumed=self.bytes_resumed,
         )
 
     def queued(self) -> None:

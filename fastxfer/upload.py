@@ -9,8 +9,10 @@ Part buffers come from the manager's memory budget *before* the part is read
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
+import stat
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,10 +23,12 @@ from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import (
     InvalidConfig,
     LocalFileError,
+    S3Error,
     Throttled,
     first_error,
     translate,
 )
+from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.planning import fit_part_size
 from fastxfer.shielded import run_cleanup
@@ -33,6 +37,8 @@ from fastxfer.tokenbucket import CHUNK_SIZE
 if TYPE_CHECKING:
     from fastxfer.session import Session
     from fastxfer.transfer import _Tracker
+
+log = logging.getLogger("fastxfer")
 
 UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncIterable[bytes]
 """What an upload reads: a file path, bytes, or an async iterable of bytes."""
@@ -63,21 +69,44 @@ class _Reader:
     async def check_unchanged(self) -> None:
         return None
 
+    def rewind(self) -> bool:
+        """Start again from the first byte; False if the source cannot be read twice."""
+        return False
+
 
 class _FileReader(_Reader):
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO for reading would otherwise block until
+            # a writer appears (a hang no Ctrl-C reaches); regular files ignore it.
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise translate(exc) from exc
         st = os.fstat(self.fd)
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             os.close(self.fd)
-            raise LocalFileError(f"{path}: not a regular file", hint="use --recursive for folders")
+            if stat.S_ISDIR(st.st_mode):
+                raise LocalFileError(f"{path}: is a directory", hint="use --recursive for folders")
+            raise LocalFileError(
+                f"{path}: not a regular file (a FIFO, socket or device)",
+                hint="upload regular files; pipe a stream into a file first",
+            )
+        self.stat = st
         self.size = st.st_size
         self._mtime = st.st_mtime_ns
         self.offset = 0
+
+    def identity(self) -> SourceId:
+        return SourceId.of(self.path, self.stat)
+
+    def skip(self, n: int) -> None:
+        """Move past ``n`` bytes without reading them (a part resumed from the journal)."""
+        self.offset += n
+
+    def rewind(self) -> bool:
+        self.offset = 0
+        return True
 
     async def readinto(self, buf: memoryview) -> int:
         loop = asyncio.get_running_loop()
@@ -116,6 +145,10 @@ class _BytesReader(_Reader):
         buf[:n] = self.data[self.offset : self.offset + n]
         self.offset += n
         return n
+
+    def rewind(self) -> bool:
+        self.offset = 0
+        return True
 
 
 class _StreamReader(_Reader):
@@ -161,7 +194,21 @@ def _open(job: UploadJob) -> _Reader:
 async def run_upload(session: Session, job: UploadJob, tracker: _Tracker) -> None:
     reader = _open(job)
     try:
-        await _upload(session, job, reader, tracker)
+        try:
+            await _upload(session, job, reader, tracker)
+        except S3Error as exc:
+            # The server lost the upload (a restart of a server that keeps
+            # multipart state in memory, or another client aborted it): start
+            # it again, once, if the source can be read again.
+            if exc.code != "NoSuchUpload" or not reader.rewind():
+                raise
+            log.warning(
+                "s3://%s/%s: the server lost the upload; starting it again", job.bucket, job.key
+            )
+            tracker.progress(-tracker.bytes_done)
+            tracker.parts_done = 0
+            tracker.retries += 1
+            await _upload(session, job, reader, tracker)
     finally:
         await reader.close()
 
@@ -294,8 +341,31 @@ async def _multipart(
     if mode == "server":
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
         create_kw["ChecksumType"] = "FULL_OBJECT"
+    journal = session.journal if isinstance(reader, _FileReader) else None
     try:
-        created = await _create(session, job, metadata, create_kw, tracker)
+        resume = None
+        if journal is not None and isinstance(reader, _FileReader):
+            resume = await _resumable(
+                session, job, reader, journal, part_size, mode, metadata, tracker
+            )
+        if resume is None:
+            created = await _create(session, job, metadata, create_kw, tracker)
+            upload_id = str(created["UploadId"])
+            done: dict[int, PartRecord] = {}
+            row = None
+            if journal is not None and isinstance(reader, _FileReader):
+                row = journal.begin(
+                    job.bucket,
+                    job.key,
+                    reader.identity(),
+                    upload_id,
+                    part_size,
+                    mode,
+                    metadata.get(integrity.METADATA_KEY),
+                )
+        else:
+            await session.uploads.acquire(Priority.CONTROL)
+            upload_id, row, done = resume
     except BaseException:
         pool.put(first_buf)
         raise
@@ -310,12 +380,102 @@ async def _multipart(
             metadata,
             mode,
             tracker,
-            created["UploadId"],
+            upload_id,
+            _Journaled(journal, row, done),
         )
     finally:
         session.uploads.release()
         session.pacer.upload_closed()
     session.pacer.on_upload_done()
+
+
+@dataclass(slots=True)
+class _Journaled:
+    """The journal row of this upload (None: not journaled) and the parts resumed."""
+
+    journal: UploadJournal | None
+    row: int | None
+    done: dict[int, PartRecord]
+
+    def part_done(self, part: PartRecord) -> None:
+        if self.journal is not None and self.row is not None:
+            self.journal.part_done(self.row, part)
+
+    def finish(self) -> None:
+        if self.journal is not None and self.row is not None:
+            self.journal.finish(self.row)
+            self.row = None
+
+
+async def _resumable(
+    session: Session,
+    job: UploadJob,
+    reader: _FileReader,
+    journal: UploadJournal,
+    part_size: int,
+    mode: str,
+    metadata: dict[str, str],
+    tracker: _Tracker,
+) -> tuple[str, int, dict[int, PartRecord]] | None:
+    """(UploadId, journal row, parts to keep) if an interrupted upload can go on.
+
+    The journal's row must describe the same source (path, size, mtime, inode),
+    part size, checksum mode and whole-object CRC; the parts kept are those
+    the server lists with the journal's size and ETag.  A changed source's
+    upload is aborted (it would complete with stale bytes); a vanished one is
+    forgotten.  Either way the caller starts a new upload.
+    """
+    entry = journal.find(job.bucket, job.key)
+    if entry is None:
+        return None
+    where = f"s3://{job.bucket}/{job.key}"
+    same = (
+        entry.source == reader.identity()
+        and entry.part_size == part_size
+        and entry.checksum_mode == mode
+        and entry.whole_crc == metadata.get(integrity.METADATA_KEY)
+    )
+    if not same:
+        log.warning("%s: the source changed since the interrupted upload; starting over", where)
+        await run_cleanup(
+            session.request(
+                "abort_multipart_upload",
+                bucket=job.bucket,
+                key=job.key,
+                UploadId=entry.upload_id,
+                what="abort stale upload",
+                counts=tracker.requests,
+            ),
+            timeout=session.config.abort_timeout,
+        )
+        journal.finish(entry.row)
+        return None
+    listed: dict[int, tuple[int, str]] = {}
+    try:
+        async for page in session.pages(
+            "list_parts",
+            bucket=job.bucket,
+            what="list parts",
+            counts=tracker.requests,
+            Key=job.key,
+            UploadId=entry.upload_id,
+        ):
+            for p in page.get("Parts", []) or []:
+                listed[int(p["PartNumber"])] = (int(p["Size"]), str(p["ETag"]))
+    except S3Error as exc:
+        if exc.code not in ("NoSuchUpload", "NoSuchKey"):
+            raise
+        log.info("%s: the interrupted upload is gone from the server; starting over", where)
+        journal.finish(entry.row)
+        return None
+    needs_crc = mode in ("server", "client")
+    done = {
+        n: rec
+        for n, rec in entry.parts.items()
+        if listed.get(n) == (rec.size, rec.etag) and (rec.crc is not None or not needs_crc)
+    }
+    log.info("%s: resuming the interrupted upload (%d parts already stored)", where, len(done))
+    return entry.upload_id, entry.row, done
 
 
 async def _create(
@@ -374,9 +534,11 @@ async def _parts_and_complete(
     mode: str,
     tracker: _Tracker,
     upload_id: str,
+    journaled: _Journaled,
 ) -> None:
     cfg = session.config
     pool = session.buffers
+    done = journaled.done
 
     async def abort() -> None:
         await session.request(
@@ -388,13 +550,23 @@ async def _parts_and_complete(
             counts=tracker.requests,
         )
 
-    parts: dict[int, dict[str, Any]] = {}
-    crcs: dict[int, tuple[int, int]] = {}
+    parts: dict[int, dict[str, Any]] = {
+        n: {"PartNumber": n, "ETag": rec.etag} for n, rec in done.items()
+    }
+    crcs: dict[int, tuple[int, int]] = {
+        n: (rec.crc, rec.size) for n, rec in done.items() if rec.crc is not None
+    }
+
+    def resumed(number: int, length: int) -> None:
+        tracker.parts_done += 1
+        tracker.bytes_resumed += length
+        tracker.progress(length)
 
     async def send(number: int, buf: Buffer, length: int, held: bool) -> None:
         try:
             data = memoryview(buf)[:length]
             kw: dict[str, Any] = {}
+            crc: int | None = None
             if mode in ("server", "client"):
                 # client mode: the CRC of the bytes actually sent, compared with
                 # the pre-pass value before completing (a file rewritten in place
@@ -403,7 +575,7 @@ async def _parts_and_complete(
                     None, integrity.crc64nvme, data
                 )
                 crcs[number] = (crc, length)
-            if mode == "server":
+            if mode == "server" and crc is not None:
                 kw["ChecksumAlgorithm"] = "CRC64NVME"
                 kw["ChecksumCRC64NVME"] = integrity.to_b64(crc)
             elif mode == "md5":
@@ -428,6 +600,7 @@ async def _parts_and_complete(
             entry: dict[str, Any] = {"PartNumber": number, "ETag": r["ETag"]}
             parts[number] = entry
             tracker.parts_done += 1
+            journaled.part_done(PartRecord(number, length, str(r["ETag"]), crc))
         finally:
             pool.put(buf)
             if held:
@@ -437,10 +610,12 @@ async def _parts_and_complete(
         total = 0
         number = 1
         async with asyncio.TaskGroup() as tg:
-            buf, n, held = first_buf, first_n, False
+            buf: Buffer | None = first_buf
+            n, held = first_n, False
             while True:
                 if number > MAX_PARTS:
-                    pool.put(buf)
+                    if buf is not None:
+                        pool.put(buf)
                     if held:
                         session.connections.release()
                     raise InvalidConfig(
@@ -448,10 +623,24 @@ async def _parts_and_complete(
                         hint="pass size= or raise --part-size",
                     )
                 total += n
-                tg.create_task(send(number, buf, n, held))
+                rec = done.get(number)
+                if buf is None:
+                    resumed(number, n)  # skipped without reading
+                elif rec is not None and rec.size == n:
+                    pool.put(buf)  # the first part, read before the journal was asked
+                    resumed(number, n)
+                else:
+                    done.pop(number, None)
+                    tg.create_task(send(number, buf, n, held))
                 if n < part_size or (reader.size is not None and total >= reader.size):
                     break
                 number += 1
+                rec = done.get(number)
+                if rec is not None and isinstance(reader, _FileReader):
+                    # Stored by the interrupted run: skip it, read nothing.
+                    reader.skip(rec.size)
+                    buf, n, held = None, rec.size, False
+                    continue
                 # Backpressure, as rclone's lib/multipart: take the connection
                 # slot, then the memory, and only then read the part, so parts
                 # are read no faster than they can be sent (few buffers, few
@@ -510,9 +699,11 @@ async def _parts_and_complete(
         )
     except BaseException as exc:
         await run_cleanup(abort(), timeout=cfg.abort_timeout)
+        journaled.finish()
         if isinstance(exc, BaseExceptionGroup):
             raise first_error(exc) from exc
         raise
+    journaled.finish()
     tracker.etag = r.get("ETag")
     if full_crc is not None:
         tracker.checksum = integrity.to_b64(full_crc)

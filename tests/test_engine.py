@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -442,3 +443,39 @@ async def test_download_whose_connection_stalls_is_resumed(
     with open(dest, "rb") as f:
         assert f.read() == data
     assert leftovers(work_dir) == []
+
+
+async def test_a_killed_downloads_temp_file_is_removed_by_the_next_run(
+    tm: TransferManager, bucket: str, work_dir: str
+) -> None:
+    """A temp file whose writer is gone (its PID no longer runs) is removed; a live
+    process's is left alone."""
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead.wait()
+    dest = os.path.join(work_dir, "file")
+    stale = os.path.join(work_dir, f".file.fastxfer-{dead.pid}-abcd1234.tmp")
+    live = os.path.join(work_dir, f".file.fastxfer-{os.getppid()}-abcd1234.tmp")
+    for p in (stale, live):
+        with open(p, "wb") as f:
+            f.write(b"partial")
+    await tm.upload(b"content", bucket, "k")
+    await tm.download(bucket, "k", dest)
+    with open(dest, "rb") as f:
+        assert f.read() == b"content"
+    assert not os.path.exists(stale)
+    assert os.path.exists(live)
+
+
+@pytest.mark.parametrize("size", [1024, 20 * MiB], ids=["single", "ranged"])
+async def test_md5_mode_download_is_checked_against_the_etag(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, size: int
+) -> None:
+    data = os.urandom(size)
+    async with TransferManager(make_config(checksum="md5")) as tm:
+        await tm.upload(data, bucket, "k", metadata={})
+        st = await tm.download(bucket, "k", os.path.join(work_dir, "out"))
+    with open(os.path.join(work_dir, "out"), "rb") as f:
+        assert f.read() == data
+    assert st.verified in ("md5", "size")
+    if size < 16 * MiB:
+        assert st.verified == "md5"

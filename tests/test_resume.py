@@ -1,0 +1,240 @@
+"""Crash resume: the upload journal, against rclone serve s3 and a real `fastxfer` process.
+
+A `fastxfer cp` is killed with SIGKILL once the server holds about half of the
+parts (read from ListParts, not from a clock); the same upload run again sends
+only the missing parts and completes an identical object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from fastxfer import TransferConfig, TransferManager
+from fastxfer.journal import PartRecord, SourceId, UploadJournal
+from fastxfer.limits import MiB
+from fastxfer.localserver import LocalS3Server
+from fastxfer.state import StateDB
+
+PART = 8 * MiB
+
+
+def write_random(path: str, size: int) -> bytes:
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+def journal_rows(state: str) -> int:
+    with StateDB.open(state) as db:
+        row = db.query_one("SELECT COUNT(*) FROM upload_journal")
+    assert row is not None
+    return int(row[0])
+
+
+def start_cli_upload(
+    srv: LocalS3Server, src: str, bucket: str, key: str, state: str, *extra: str
+) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=srv.access_key,
+        AWS_SECRET_ACCESS_KEY=srv.secret_key,
+        FASTXFER_STATE=state,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastxfer.cli",
+        "cp",
+        src,
+        f"s3://{bucket}/{key}",
+        "--endpoint-url",
+        srv.endpoint_url,
+        "--part-size",
+        "8MiB",
+        "--multipart-threshold",
+        "8MiB",
+        "--concurrency",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """ListMultipartUploads; rclone serve s3 answers an empty one with NoSuchUpload."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            return []
+        raise
+
+
+def wait_for_parts(s3: Any, bucket: str, key: str, at_least: int, proc: Any) -> str:
+    """Poll the server until one upload of ``key`` holds ``at_least`` parts; its UploadId."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the upload ended before it could be killed"
+        for u in open_uploads(s3, bucket):
+            if u["Key"] != key:
+                continue
+            parts = s3.list_parts(Bucket=bucket, Key=key, UploadId=u["UploadId"]).get("Parts", [])
+            if len(parts) >= at_least:
+                return str(u["UploadId"])
+        time.sleep(0.02)
+    raise AssertionError("the server never held enough parts")
+
+
+def kill_at_parts(s3: Any, bucket: str, key: str, parts: int, proc: Any) -> str:
+    """SIGKILL ``proc`` once the server holds ``parts`` parts of its upload."""
+    try:
+        upload_id = wait_for_parts(s3, bucket, key, parts, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    return upload_id
+
+
+def config(srv: LocalS3Server, state: str, **kw: Any) -> TransferConfig:
+    return TransferConfig(
+        endpoint_url=srv.endpoint_url,
+        aws_access_key_id=srv.access_key,
+        aws_secret_access_key=srv.secret_key,
+        part_size=PART,
+        multipart_threshold=PART,
+        max_concurrency=2,
+        state_path=state,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("checksum", ["client", "md5"])
+async def test_upload_killed_at_half_resumes_with_the_missing_parts(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any, checksum: str
+) -> None:
+    size = 24 * PART
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, size)
+    state = os.path.join(work_dir, "state.sqlite")
+    # A bandwidth cap makes the run last a few seconds, so the kill lands mid-way.
+    proc = start_cli_upload(
+        rclone_server, src, bucket, "obj", state, "--bwlimit-up", "48MiB/s", "--checksum", checksum
+    )
+    upload_id = kill_at_parts(s3, bucket, "obj", 12, proc)
+    assert journal_rows(state) == 1
+    stored = len(s3.list_parts(Bucket=bucket, Key="obj", UploadId=upload_id).get("Parts", []))
+
+    async with TransferManager(config(rclone_server, state, checksum=checksum)) as tm:
+        st = await tm.upload(src, bucket, "obj")
+        assert await tm.list_multipart_uploads(bucket) == []
+
+    sent = st.bytes_done - st.bytes_resumed
+    assert st.bytes_done == size
+    assert st.bytes_resumed >= 12 * PART  # the parts the server held (and the journal knew)
+    assert sent < 0.6 * size
+    assert st.requests.get("upload_part", 0) <= 24 - 12
+    assert st.requests.get("create_multipart_upload", 0) == 0
+    assert stored >= 12
+    got = s3.get_object(Bucket=bucket, Key="obj")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert journal_rows(state) == 0
+
+
+async def test_the_same_command_run_again_completes_the_upload(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 16 * PART)
+    state = os.path.join(work_dir, "state.sqlite")
+    proc = start_cli_upload(rclone_server, src, bucket, "obj", state, "--bwlimit-up", "32MiB/s")
+    kill_at_parts(s3, bucket, "obj", 6, proc)
+    again = start_cli_upload(rclone_server, src, bucket, "obj", state)
+    _, err = again.communicate(timeout=120)
+    again.stderr.close()
+    assert again.returncode == 0, err.decode()
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+    assert open_uploads(s3, bucket) == []
+    assert journal_rows(state) == 0
+
+
+async def test_a_source_changed_since_the_crash_starts_over(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "src")
+    write_random(src, 8 * PART)
+    state = os.path.join(work_dir, "state.sqlite")
+    # The journal says an upload is in flight, for a file that has since changed.
+    with StateDB.open(state) as db:
+        created = s3.create_multipart_upload(Bucket=bucket, Key="obj")
+        journal = UploadJournal(db, rclone_server.endpoint_url)
+        st = os.stat(src)
+        journal.begin(
+            bucket, "obj", SourceId.of(src, st), created["UploadId"], PART, "client", "AAAAAAAAAAA="
+        )
+    data = write_random(src, 8 * PART)  # new content, new mtime
+    async with TransferManager(config(rclone_server, state)) as tm:
+        result = await tm.upload(src, bucket, "obj")
+        assert await tm.list_multipart_uploads(bucket) == []  # the stale upload was aborted
+    assert result.bytes_resumed == 0
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+    assert journal_rows(state) == 0
+
+
+async def test_an_upload_the_server_lost_mid_way_starts_again_once(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """NoSuchUpload mid-upload (a restarted server, another client's abort)."""
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 12 * PART)
+    state = os.path.join(work_dir, "state.sqlite")
+    cfg = config(rclone_server, state, bwlimit_up=32 * MiB)
+    async with TransferManager(cfg) as tm:
+        handle = tm.upload(src, bucket, "obj")
+        deadline = time.monotonic() + 60
+        while handle.stats().parts_done < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        for u in open_uploads(s3, bucket):
+            s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+        st = await handle
+        assert await tm.list_multipart_uploads(bucket) == []
+    assert st.retries >= 1
+    assert st.requests["create_multipart_upload"] == 2
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+    assert journal_rows(state) == 0
+
+
+def test_journal_round_trip_keeps_unsigned_crcs(work_dir: str) -> None:
+    with StateDB.open(os.path.join(work_dir, "s.sqlite")) as db:
+        j = UploadJournal(db, "http://x")
+        src = SourceId("/a", 1, 2, 3, 4)
+        row = j.begin("b", "k", src, "u1", PART, "server", None)
+        j.part_done(row, PartRecord(1, PART, '"e1"', 2**64 - 1))
+        j.part_done(row, PartRecord(2, PART, '"e2"', None))
+        entry = j.find("b", "k")
+        assert entry is not None
+        assert entry.source == src
+        assert entry.parts[1].crc == 2**64 - 1
+        assert entry.parts[2].crc is None
+        assert j.upload_ids("b") == {"u1"}
+        assert UploadJournal(db, "http://other").find("b", "k") is None
+        j.finish(row)
+        assert j.find("b", "k") is None
+        assert db.query("SELECT * FROM upload_journal_parts") == []
