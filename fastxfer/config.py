@@ -112,7 +112,10 @@ class TransferConfig:
     max_attempts: int = 5
     """Attempts per request in botocore and per part/range in fastxfer."""
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 30.0
+    """Seconds without progress (no byte received, or none of a body sent) before a
+    request attempt is given up and sent again on a new connection.  S3 itself drops
+    a connection idle for ~20 s; a silent endpoint fails after one such timeout."""
     abort_timeout: float = 30.0
     """How long an AbortMultipartUpload may take during cleanup."""
     fsync: bool = True

@@ -154,6 +154,17 @@ def translate(
             "no AWS credentials found",
             hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or choose a profile with --profile",
         )
+    if isinstance(exc, bce.SSLError):
+        return EndpointUnreachable(
+            f"{what}: the TLS handshake failed ({_short(exc)})",
+            hint="if the endpoint serves plain HTTP use an http:// URL; for a private CA or a "
+            "self-signed certificate set AWS_CA_BUNDLE (or --ca-bundle)",
+        )
+    if isinstance(exc, bce.ReadTimeoutError):
+        return EndpointUnreachable(
+            f"{what}: the endpoint did not answer in time ({_short(exc)})",
+            hint="check that the server is healthy; a slow link may need a longer read timeout",
+        )
     if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
         return EndpointUnreachable(
             f"{what}: cannot connect to the endpoint ({exc})",
@@ -220,6 +231,11 @@ def translate(
         if exc.filename:
             return LocalFileError(f"{exc.filename}: {exc.strerror or exc}")
     return TransferFailed(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -221,6 +221,7 @@ class Session:
         self._bandwidth: BandwidthLimiter | None = None
         self._journal: UploadJournal | None = None
         self._journal_open = False
+        self._answered = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -286,7 +287,10 @@ class Session:
                     aws_access_key_id=cfg.aws_access_key_id,
                     aws_secret_access_key=cfg.aws_secret_access_key,
                     aws_session_token=cfg.aws_session_token,
-                    verify=cfg.verify_tls,
+                    # True means "verify, with botocore's CA bundle choice":
+                    # None lets it honour AWS_CA_BUNDLE and ca_bundle in the
+                    # profile (passing True ignored both).
+                    verify=None if cfg.verify_tls is True else cfg.verify_tls,
                     config=aio_config,
                     **cfg.extra_client_kwargs,
                 )
@@ -335,7 +339,13 @@ class Session:
                 self._journal.db.close()
                 self._journal = None
 
-    def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+    def _on_needs_retry(
+        self,
+        response: Any = None,
+        operation: Any = None,
+        caught_exception: BaseException | None = None,
+        **_: Any,
+    ) -> None:
         """botocore is about to retry: tell the pacer when it is because of throttling.
 
         A throttled CreateMultipartUpload is not left to botocore: its retry
@@ -343,7 +353,29 @@ class Session:
         limits there is the number of open uploads, not the request rate.
         Raising Throttled here ends botocore's loop; upload.py gives the
         open-upload slot back, shrinks that budget and waits its turn.
+
+        A TLS handshake failure is not retried either: a wrong scheme or an
+        untrusted certificate fails the same way every time (botocore spent
+        10-25 s retrying it).
+
+        A read timeout of a bodiless request (HEAD, GET, LIST ...) before the
+        endpoint has ever answered this session is not retried: a silent
+        endpoint (it accepts connections and never answers) then fails after
+        one ``read_timeout`` instead of five.  A body that stalls is retried.
         """
+        if response is not None:
+            self._answered = True
+        if caught_exception is not None:
+            from botocore.exceptions import ReadTimeoutError, SSLError
+
+            if isinstance(caught_exception, SSLError):
+                raise caught_exception
+            if (
+                isinstance(caught_exception, ReadTimeoutError)
+                and not self._answered
+                and not getattr(operation, "has_streaming_input", False)
+            ):
+                raise caught_exception
         if not response or self._pacer is None:
             return
         http, parsed = response

@@ -14,6 +14,7 @@ import pytest
 from fastxfer import (
     BadCredentials,
     BaseSubscriber,
+    EndpointUnreachable,
     IntegrityError,
     LocalFileError,
     NoSuchBucket,
@@ -479,3 +480,51 @@ async def test_md5_mode_download_is_checked_against_the_etag(
     assert st.verified in ("md5", "size")
     if size < 16 * MiB:
         assert st.verified == "md5"
+
+
+async def test_https_to_an_http_port_fails_at_once_as_unreachable(
+    rclone_server: LocalS3Server, bucket: str
+) -> None:
+    cfg = TransferConfig(
+        endpoint_url=f"https://127.0.0.1:{rclone_server.port}",
+        aws_access_key_id=rclone_server.access_key,
+        aws_secret_access_key=rclone_server.secret_key,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with TransferManager(cfg) as tm:
+        with pytest.raises(EndpointUnreachable, match="TLS handshake failed") as info:
+            await tm.head(bucket, "k")
+    assert info.value.hint is not None
+    assert "http://" in info.value.hint
+    # Not retried: botocore's five attempts with back-off took 10-25 s.
+    assert loop.time() - started < 8
+
+
+async def test_a_silent_endpoint_fails_after_one_read_timeout(bucket: str) -> None:
+    """It accepts connections and never answers: one read_timeout, not five."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = TransferConfig(
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        read_timeout=1.0,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with TransferManager(cfg) as tm:
+            with pytest.raises(EndpointUnreachable, match="did not answer"):
+                await tm.head(bucket, "k")
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert len(accepted) == 1
