@@ -344,8 +344,9 @@ class Session:
         response: Any = None,
         operation: Any = None,
         caught_exception: BaseException | None = None,
+        attempts: int = 0,
         **_: Any,
-    ) -> None:
+    ) -> float | None:
         """botocore is about to retry: tell the pacer when it is because of throttling.
 
         A throttled CreateMultipartUpload is not left to botocore: its retry
@@ -362,14 +363,21 @@ class Session:
         endpoint has ever answered this session is not retried: a silent
         endpoint (it accepts connections and never answers) then fails after
         one ``read_timeout`` instead of five.  A body that stalls is retried.
+
+        A pooled connection the server closed (it restarted, or dropped an idle
+        keep-alive) is retried at once on a new connection, without botocore's
+        back-off (which grows to seconds when every pooled connection is dead).
+        Returns the delay before the retry when fastxfer decides it, else None.
         """
         if response is not None:
             self._answered = True
         if caught_exception is not None:
-            from botocore.exceptions import ReadTimeoutError, SSLError
+            from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, SSLError
 
             if isinstance(caught_exception, SSLError):
                 raise caught_exception
+            if isinstance(caught_exception, ConnectionClosedError) and attempts == 1:
+                return 0.0
             if (
                 isinstance(caught_exception, ReadTimeoutError)
                 and not self._answered
@@ -377,12 +385,12 @@ class Session:
             ):
                 raise caught_exception
         if not response or self._pacer is None:
-            return
+            return None
         http, parsed = response
         code = (parsed or {}).get("Error", {}).get("Code", "")
         status = getattr(http, "status_code", 0)
         if not (code in THROTTLE_CODES or status == 503):
-            return
+            return None
         retry_after: float | None = None
         raw = getattr(http, "headers", {}).get("retry-after")
         if raw:
@@ -397,6 +405,7 @@ class Session:
                 retry_after=retry_after,
             )
         self._pacer.on_throttle(retry_after)
+        return None
 
     # -- what operations share -----------------------------------------------
 

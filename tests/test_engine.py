@@ -24,6 +24,7 @@ from fastxfer import (
     TransferManager,
     TransferStats,
 )
+from fastxfer.clock import SystemClock
 from fastxfer.integrity import METADATA_KEY
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
@@ -516,8 +517,6 @@ async def test_a_silent_endpoint_fails_after_one_read_timeout(bucket: str) -> No
         aws_secret_access_key="s",
         read_timeout=1.0,
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     try:
         async with TransferManager(cfg) as tm:
             with pytest.raises(EndpointUnreachable, match="did not answer"):
@@ -528,3 +527,34 @@ async def test_a_silent_endpoint_fails_after_one_read_timeout(bucket: str) -> No
         server.close()
         await server.wait_closed()
     assert len(accepted) == 1
+
+
+async def test_retry_decisions_for_dead_connections_tls_and_silence(
+    make_config: Callable[..., TransferConfig],
+) -> None:
+    """What fastxfer tells botocore's retry loop (the handler it registers first)."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, SSLError
+
+    from fastxfer.session import Session
+
+    session = Session(make_config(), SystemClock())
+    closed = ConnectionClosedError(endpoint_url="http://x")
+    # A pooled connection the server closed: once at once, then botocore's back-off.
+    assert session._on_needs_retry(caught_exception=closed, attempts=1) == 0.0
+    assert session._on_needs_retry(caught_exception=closed, attempts=2) is None
+    with pytest.raises(SSLError):
+        session._on_needs_retry(caught_exception=SSLError(endpoint_url="x", error="e"), attempts=1)
+    timeout = ReadTimeoutError(endpoint_url="x")
+
+    class Op:
+        def __init__(self, streaming: bool) -> None:
+            self.has_streaming_input = streaming
+            self.name = "Op"
+
+    with pytest.raises(ReadTimeoutError):  # never answered, no body: not retried
+        session._on_needs_retry(caught_exception=timeout, attempts=1, operation=Op(False))
+    assert session._on_needs_retry(caught_exception=timeout, attempts=1, operation=Op(True)) is None
+    session._answered = True
+    assert (
+        session._on_needs_retry(caught_exception=timeout, attempts=1, operation=Op(False)) is None
+    )
