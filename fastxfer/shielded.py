@@ -10,12 +10,20 @@ from typing import Any
 log = logging.getLogger("fastxfer")
 
 
-async def run_cleanup(coro: Coroutine[Any, Any, Any], *, timeout: float) -> bool:
+async def run_cleanup(
+    coro: Coroutine[Any, Any, Any],
+    *,
+    timeout: float,
+    what: str = "cleanup",
+    left_behind: str = "",
+) -> bool:
     """Run ``coro`` to completion even if the caller is cancelled meanwhile.
 
     Returns True if it finished without error.  A cancellation that arrives
     while the cleanup runs is re-raised once the cleanup is over (or timed
-    out), so it is delayed by at most ``timeout`` seconds, never lost.
+    out), so it is delayed by at most ``timeout`` seconds, never lost.  A
+    failure is logged as one line naming ``what`` failed and, when given,
+    ``left_behind``: what stays behind because of it and how to remove it.
     """
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
@@ -31,19 +39,24 @@ async def run_cleanup(coro: Coroutine[Any, Any, Any], *, timeout: float) -> bool
         except asyncio.CancelledError:
             cancelled = True
     ok = False
+    tail = f"; {left_behind}" if left_behind else ""
     if task.done() and not task.cancelled():
         exc = task.exception()
         if exc is None:
             ok = True
         else:
-            log.warning("cleanup failed: %s", exc)
+            log.warning("%s failed: %s%s", what, exc, tail)
     else:
-        # Cancelled on timeout: let it finish unwinding.
+        timed_out = loop.time() >= deadline
+        # Cancelled (on timeout, or by a second interrupt): let it finish unwinding.
         try:
             await asyncio.wait({task}, timeout=1.0)
         except asyncio.CancelledError:
             cancelled = True
-        log.warning("cleanup did not finish within %.0f s", timeout)
+        if timed_out:
+            log.warning("%s did not finish within %.0f s%s", what, timeout, tail)
+        else:
+            log.warning("%s was interrupted%s", what, tail)
     if cancelled:
         current = asyncio.current_task()
         if current is not None and current.cancelling():

@@ -38,7 +38,12 @@ class TransferStats:
     checksum: str | None = None
     """CRC64NVME of the whole object, base64, when known."""
     verified: str | None = None
-    """How the data was verified: 'server', 'client', 'md5', 'size' or None."""
+    """How the data was verified.  Uploads: 'server' (AWS S3 checked the checksum
+    sent), 'sent' (a checksum was sent to another server, which may or may not
+    check it), 'client' (the CRC64NVME of the bytes sent is stored with the object
+    and checked by every download).  Downloads: 'client' (CRC64NVME of the bytes
+    received matched the object's), 'md5' (MD5 matched the ETag), 'size' (only the
+    size could be checked).  None: nothing (checksum mode off)."""
     storage_class: str | None = None
     multipart: bool = False
     error: str | None = None
