@@ -120,6 +120,9 @@ class TransferConfig:
     """How long an AbortMultipartUpload may take during cleanup."""
     fsync: bool = True
     """fsync downloaded files before renaming them into place."""
+    copy_threshold: int = 5 * GiB
+    """Server-side copies of objects above this size use concurrent UploadPartCopy;
+    up to it, one CopyObject (S3's limit for CopyObject is 5 GiB)."""
     resume: bool = True
     """Journal multipart uploads from local files in the state file, so the same
     upload after a crash or ``kill -9`` sends only the parts the server lacks."""
@@ -193,6 +196,10 @@ class TransferConfig:
         if self.tps_burst < 0:
             raise InvalidConfig(f"tps_burst must not be negative, got {self.tps_burst}")
         positive("throttle_timeout", self.throttle_timeout)
+        if not MIN_PART_SIZE <= self.copy_threshold <= MAX_PART_SIZE:
+            raise InvalidConfig(
+                f"copy threshold must be between 5 MiB and 5 GiB, got {self.copy_threshold}"
+            )
         if self.bwlimit_schedule is not None:
             from fastxfer.bandwidth import Schedule
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from fastxfer.clock import Clock, SystemClock
 from fastxfer.config import TransferConfig, validate_storage_class
+from fastxfer.copy import CopyJob, run_copy
 from fastxfer.download import run_download
 from fastxfer.errors import FastxferError, translate
 from fastxfer.pacing import PacerStats
@@ -218,6 +219,40 @@ class TransferManager:
         return self._start(
             tracker, lambda t: run_download(session, bucket, key, os.fspath(dest), t, size_hint)
         )
+
+    def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        bucket: str,
+        key: str,
+        *,
+        storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        subscribers: Iterable[Subscriber] = (),
+    ) -> TransferHandle:
+        """Server-side copy of ``s3://src_bucket/src_key`` to ``s3://bucket/key``.
+
+        No data passes through this process: one CopyObject up to
+        ``copy_threshold`` (5 GiB), concurrent UploadPartCopy above, under the
+        same connection budget.  Metadata (and fastxfer's CRC64NVME) is kept;
+        ``metadata`` adds keys.  ``storage_class`` None keeps the source's; a
+        copy onto itself with another class moves an object to it (archiving).
+        """
+        sc = validate_storage_class(storage_class) if storage_class else None
+        tracker = _Tracker(
+            next(self._ids),
+            "copy",
+            bucket,
+            key,
+            f"s3://{src_bucket}/{src_key}",
+            None,
+            self._subscribers + tuple(subscribers),
+            storage_class=sc,
+        )
+        job = CopyJob(src_bucket, src_key, bucket, key, sc, dict(metadata or {}))
+        session = self.session
+        return self._start(tracker, lambda t: run_copy(session, job, t))
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """HEAD an object (with its checksum, storage class and restore state)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from fastxfer.transfer import TransferStats
 
-Direction = Literal["upload", "download"]
+Direction = Literal["upload", "download", "copy"]
 
 
 @dataclass(frozen=True, slots=True)
