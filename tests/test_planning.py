@@ -51,16 +51,19 @@ def test_download_get_count_matches_range_plan(size: int, expected: int) -> None
     [
         ("16MiB", 16 * MiB),
         ("1.5GiB", 3 * GiB // 2),
-        ("500M", 500_000_000),
+        ("500M", 500 * MiB),  # bare prefixes are binary, as rclone and aws mean them
+        ("500MB", 500_000_000),
         ("42", 42),
-        ("8k", 8000),
+        ("42B", 42),
+        ("8k", 8 * 1024),
+        ("8KB", 8000),
     ],
 )
 def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "abc", "12XB", "-5M", "1..2M"])
+@pytest.mark.parametrize("text", ["", "abc", "12XB", "-5M", "1..2M", "8Mbit", "8Mbps", "8Mb"])
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(InvalidConfig, match="invalid"):
         parse_size(text)
@@ -68,7 +71,13 @@ def test_parse_size_rejects(text: str) -> None:
 
 def test_parse_rate() -> None:
     assert parse_rate("4MiB/s") == 4 * MiB
+    assert parse_rate("8M") == 8 * MiB  # rclone's --bwlimit 8M
+    assert parse_rate("8MB/s") == 8_000_000
+    assert parse_rate("8Mbps") == parse_rate("8Mbit/s") == 1_000_000  # bits, never bytes
+    assert parse_rate("100kbit") == 12_500
     assert parse_rate("off") == 0.0
+    with pytest.raises(InvalidConfig, match="ambiguous"):
+        parse_rate("8Mb")
 
 
 @pytest.mark.parametrize(

@@ -452,7 +452,7 @@ async def test_limiter_rejects_unknown_direction() -> None:
 
 SPEC_WEEKDAYS = "Mon-Fri 08:00-18:00 4MiB/s, otherwise unlimited"
 SPEC_WEEKEND = "Sat,Sun 00:00-24:00 1MiB/s; otherwise 10MiB/s"
-SPEC_DAILY = "08:00-18:00 512K"
+SPEC_DAILY = "08:00-18:00 512K"  # bare K/M are binary, as in rclone
 SPEC_NIGHT = "22:00-06:00 1M; otherwise 2M"
 
 
@@ -469,26 +469,26 @@ SPEC_NIGHT = "22:00-06:00 1M; otherwise 2M"
         (SPEC_WEEKEND, at(4, 23, 59, 59), 10 * MiB),
         (SPEC_WEEKEND, at(6, 23, 59, 59), MiB),
         (SPEC_WEEKEND, at(7, 0), 10 * MiB),
-        (SPEC_DAILY, at(2, 12), 512_000),
-        (SPEC_DAILY, at(6, 8), 512_000),
+        (SPEC_DAILY, at(2, 12), 512 * KiB),
+        (SPEC_DAILY, at(6, 8), 512 * KiB),
         (SPEC_DAILY, at(6, 7, 59), 0),
-        (SPEC_NIGHT, at(0, 22), 1e6),
-        (SPEC_NIGHT, at(1, 5, 59), 1e6),
-        (SPEC_NIGHT, at(1, 6), 2e6),
-        (SPEC_NIGHT, at(0, 21, 59), 2e6),
-        (SPEC_NIGHT, at(0, 0, 30), 1e6),  # Sunday night wraps into Monday
+        (SPEC_NIGHT, at(0, 22), 1 * MiB),
+        (SPEC_NIGHT, at(1, 5, 59), 1 * MiB),
+        (SPEC_NIGHT, at(1, 6), 2 * MiB),
+        (SPEC_NIGHT, at(0, 21, 59), 2 * MiB),
+        (SPEC_NIGHT, at(0, 0, 30), 1 * MiB),  # Sunday night wraps into Monday
         ("22:00-06:00 off, otherwise 1M", at(0, 23), 0),
-        ("22:00-06:00 off, otherwise 1M", at(0, 12), 1e6),
-        ("Fri 22:00-06:00 1M", at(5, 5), 1e6),  # belongs to the day it starts on
+        ("22:00-06:00 off, otherwise 1M", at(0, 12), 1 * MiB),
+        ("Fri 22:00-06:00 1M", at(5, 5), 1 * MiB),  # belongs to the day it starts on
         ("Fri 22:00-06:00 1M", at(4, 5), 0),
         ("Fri 22:00-06:00 1M", at(6, 5), 0),
-        ("Fri-Mon 09:00-10:00 1K", at(6, 9, 30), 1000),
+        ("Fri-Mon 09:00-10:00 1K", at(6, 9, 30), 1 * KiB),
         ("Fri-Mon 09:00-10:00 1K", at(1, 9, 30), 0),
         ("00:00-24:00 1M, Sat 10:00-12:00 off", at(5, 11), 0),  # later rule wins
-        ("00:00-24:00 1M, Sat 10:00-12:00 off", at(5, 12), 1e6),
+        ("00:00-24:00 1M, Sat 10:00-12:00 off", at(5, 12), 1 * MiB),
         ("Monday,wednesday 08:00-09:00 4 MiB/s", at(2, 8, 30), 4 * MiB),
-        ("mon-FRI 8:00-9:00 1m;", at(3, 8), 1e6),
-        ("otherwise 3M", at(3, 3), 3e6),
+        ("mon-FRI 8:00-9:00 1m;", at(3, 8), 1 * MiB),
+        ("otherwise 3M", at(3, 3), 3 * MiB),
     ],
 )
 def test_schedule_rate_at(text: str, when: dt.datetime, rate: float) -> None:
