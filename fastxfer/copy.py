@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastxfer.budget import Priority
-from fastxfer.errors import ColdObject, first_error
+from fastxfer.errors import first_error
 from fastxfer.planning import copy_part_size
 from fastxfer.session import ObjectInfo
 from fastxfer.shielded import run_cleanup
@@ -66,14 +66,7 @@ async def run_copy(session: Session, job: CopyJob, tracker: _Tracker) -> None:
     src = ObjectInfo.from_response(job.src_bucket, job.src_key, head)
     # What REPLACE and a multipart copy would otherwise drop.
     content = {name: head[name] for name in _CONTENT_HEADERS if head.get(name)}
-    if src.is_cold:
-        raise ColdObject(
-            f"s3://{src.bucket}/{src.key} is in {src.storage_class} and has not been restored",
-            hint=f"run `fastxfer restore s3://{src.bucket}/{src.key}` first, then copy it",
-            code="InvalidObjectState",
-            bucket=src.bucket,
-            key=src.key,
-        )
+    src.require_readable("copy")
     tracker.size = src.size
     storage_class = job.storage_class or _explicit_class(src)
     tracker.storage_class = storage_class or "STANDARD"

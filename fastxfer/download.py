@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from fastxfer import integrity
 from fastxfer.budget import Priority
 from fastxfer.errors import (
-    ColdObject,
     IntegrityError,
     LocalFileError,
     Throttled,
@@ -92,21 +91,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _expected_crc(info: ObjectInfo) -> int | None:
-    meta = info.metadata.get(integrity.METADATA_KEY)
-    if meta:
-        return integrity.from_b64(meta)
-    # A composite (checksum-of-checksums) value cannot be compared with the
-    # CRC of the bytes; only FULL_OBJECT (or a single PUT's) can.
-    if (
-        info.checksum_crc64nvme
-        and "-" not in info.checksum_crc64nvme
-        and (info.checksum_type in (None, "FULL_OBJECT"))
-    ):
-        return integrity.from_b64(info.checksum_crc64nvme)
-    return None
-
-
 async def run_download(
     session: Session,
     bucket: str,
@@ -124,7 +108,7 @@ async def run_download(
             return
         tracker.retries += 1
     info = await session.head(bucket, key, counts=tracker.requests)
-    _note_info(tracker, info)
+    note_info(tracker, info)
     fd, tmp = _open_tmp(dest)
     ok = False
     try:
@@ -149,19 +133,11 @@ def _check_dest(dest: str) -> None:
         raise LocalFileError(f"{parent}: no such directory")
 
 
-def _note_info(tracker: _Tracker, info: ObjectInfo) -> None:
+def note_info(tracker: _Tracker, info: ObjectInfo) -> None:
     tracker.size = info.size
     tracker.storage_class = info.storage_class
     tracker.etag = info.etag
-    if info.is_cold:
-        state = "is being restored" if info.restore else "has not been restored"
-        raise ColdObject(
-            f"s3://{info.bucket}/{info.key} is in {info.storage_class} and {state}",
-            hint=f"run `fastxfer restore s3://{info.bucket}/{info.key}` first, then download it",
-            code="InvalidObjectState",
-            bucket=info.bucket,
-            key=info.key,
-        )
+    info.require_readable("download")
 
 
 def _open_tmp(dest: str) -> tuple[int, str]:
@@ -196,7 +172,7 @@ async def _commit(
     """Verify the temp file, fsync it, close it and rename it into place."""
     cfg = session.config
     where = f"s3://{info.bucket}/{info.key}"
-    expected = _expected_crc(info)
+    expected = info.whole_crc64nvme
     if cfg.effective_checksum != "off" and expected is not None:
         if crc != expected:
             raise IntegrityError(
@@ -237,7 +213,7 @@ async def _download_small(
             bucket, key, counts=tracker.requests, ChecksumMode="ENABLED"
         ) as resp:
             info = ObjectInfo.from_response(bucket, key, resp)
-            _note_info(tracker, info)
+            note_info(tracker, info)
             tracker.parts_total = 1
             fd, tmp = _open_tmp(dest)
             _, crc = await _write_body(session, resp["Body"], fd, 0, info.size, 0, tracker)

@@ -25,6 +25,7 @@ from fastxfer.errors import FastxferError, translate
 from fastxfer.pacing import PacerStats
 from fastxfer.progress import Subscriber
 from fastxfer.session import DeleteFailure, ObjectInfo, Session
+from fastxfer.stream import Writer, run_stream
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
 from fastxfer.upload import UploadJob, UploadSource, run_upload
 
@@ -219,6 +220,33 @@ class TransferManager:
         return self._start(
             tracker, lambda t: run_download(session, bucket, key, os.fspath(dest), t, size_hint)
         )
+
+    def stream(
+        self,
+        bucket: str,
+        key: str,
+        write: Writer,
+        *,
+        subscribers: Iterable[Subscriber] = (),
+    ) -> TransferHandle:
+        """Write ``s3://bucket/key`` to ``write`` (a blocking callable taking a chunk,
+        e.g. ``sys.stdout.buffer.write``) in order, with concurrent ranged GETs
+        behind it in bounded memory (``memory_limit``).
+
+        The CRC64NVME of the bytes written is checked at the end; on a mismatch
+        IntegrityError is raised after the data went out, so discard it.
+        """
+        tracker = _Tracker(
+            next(self._ids),
+            "download",
+            bucket,
+            key,
+            None,
+            None,
+            self._subscribers + tuple(subscribers),
+        )
+        session = self.session
+        return self._start(tracker, lambda t: run_stream(session, bucket, key, write, t))
 
     def copy(
         self,

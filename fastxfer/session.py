@@ -36,12 +36,14 @@ from fastxfer.clock import Clock
 from fastxfer.config import TransferConfig
 from fastxfer.errors import (
     THROTTLE_CODES,
+    ColdObject,
     FastxferError,
     S3Error,
     Throttled,
     TransferFailed,
     translate,
 )
+from fastxfer.integrity import METADATA_KEY, from_b64
 from fastxfer.journal import UploadJournal
 from fastxfer.limits import MAX_DELETE_BATCH
 from fastxfer.pacing import Pacer
@@ -107,6 +109,34 @@ class ObjectInfo:
     def is_cold(self) -> bool:
         """Archived and without a readable restored copy."""
         return is_cold(self.storage_class, self.restore)
+
+    def require_readable(self, what: str = "download") -> None:
+        """Raise ColdObject (exit 7, naming the restore command) if the object is cold."""
+        if self.is_cold:
+            state = "is being restored" if self.restore else "has not been restored"
+            raise ColdObject(
+                f"s3://{self.bucket}/{self.key} is in {self.storage_class} and {state}",
+                hint=f"run `fastxfer restore s3://{self.bucket}/{self.key}` first, then {what} it",
+                code="InvalidObjectState",
+                bucket=self.bucket,
+                key=self.key,
+            )
+
+    @property
+    def whole_crc64nvme(self) -> int | None:
+        """The CRC64NVME of the object's bytes, when the object says it.
+
+        fastxfer's own metadata first (client mode), else a FULL_OBJECT (or
+        single PUT) checksum from S3.  A composite checksum-of-checksums
+        cannot be compared with the CRC of the bytes and gives None.
+        """
+        meta = self.metadata.get(METADATA_KEY)
+        if meta:
+            return from_b64(meta)
+        c = self.checksum_crc64nvme
+        if c and "-" not in c and self.checksum_type in (None, "FULL_OBJECT"):
+            return from_b64(c)
+        return None
 
 
 def restore_header_from_status(status: Mapping[str, Any] | None) -> str | None:
