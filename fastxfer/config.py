@@ -120,6 +120,9 @@ class TransferConfig:
     """How long an AbortMultipartUpload may take during cleanup."""
     fsync: bool = True
     """fsync downloaded files before renaming them into place."""
+    preserve_mtime: bool = True
+    """Store a file's mtime as user metadata ``mtime`` on upload (rclone's convention)
+    and set it on the downloaded file (else the object's LastModified)."""
     copy_threshold: int = 5 * GiB
     """Server-side copies of objects above this size use concurrent UploadPartCopy;
     up to it, one CopyObject (S3's limit for CopyObject is 5 GiB)."""

@@ -196,6 +196,9 @@ async def _commit(
     st = os.fstat(fd)
     if st.st_size != info.size:
         raise IntegrityError(f"{where}: wrote {st.st_size} bytes, expected {info.size}")
+    mtime = info.mtime_ns if cfg.preserve_mtime else None
+    if mtime is not None:
+        os.utime(fd, ns=(mtime, mtime))
     if cfg.fsync:
         await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
     os.close(fd)

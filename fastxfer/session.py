@@ -123,6 +123,19 @@ class ObjectInfo:
             )
 
     @property
+    def mtime_ns(self) -> int | None:
+        """The source file's modification time (ns): the ``mtime`` user metadata that
+        fastxfer and rclone store on upload, else the object's LastModified."""
+        raw = self.metadata.get(MTIME_KEY)
+        if raw:
+            parsed = parse_mtime(raw)
+            if parsed is not None:
+                return parsed
+        if self.last_modified is not None:
+            return int(self.last_modified.timestamp() * 1_000_000) * 1000
+        return None
+
+    @property
     def whole_crc64nvme(self) -> int | None:
         """The CRC64NVME of the object's bytes, when the object says it.
 
@@ -137,6 +150,30 @@ class ObjectInfo:
         if c and "-" not in c and self.checksum_type in (None, "FULL_OBJECT"):
             return from_b64(c)
         return None
+
+
+MTIME_KEY: Final = "mtime"
+"""User metadata with the source file's mtime, in rclone's form (seconds, decimal)."""
+
+
+def format_mtime(ns: int) -> str:
+    """``1700000000123456789`` -> ``"1700000000.123456789"`` (what rclone stores)."""
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+def parse_mtime(raw: str) -> int | None:
+    """rclone's ``mtime`` metadata (decimal seconds, or RFC 3339) -> ns since the epoch."""
+    text = raw.strip()
+    whole, _, frac = text.partition(".")
+    if whole.lstrip("-").isdigit() and (not frac or frac.isdigit()):
+        return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1_000_000) * 1000
 
 
 def restore_header_from_status(status: Mapping[str, Any] | None) -> str | None:

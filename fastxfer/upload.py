@@ -31,6 +31,7 @@ from fastxfer.errors import (
 from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.planning import fit_part_size
+from fastxfer.session import MTIME_KEY, format_mtime
 from fastxfer.shielded import run_cleanup
 from fastxfer.tokenbucket import CHUNK_SIZE
 
@@ -217,6 +218,13 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
     cfg = session.config
     mode = cfg.effective_checksum
     metadata = dict(job.metadata)
+    if (
+        cfg.preserve_mtime
+        and isinstance(reader, _FileReader)
+        and not any(k.lower() == MTIME_KEY for k in metadata)
+    ):
+        # rclone's convention, so either tool sees the other's uploads as unchanged.
+        metadata[MTIME_KEY] = format_mtime(reader.stat.st_mtime_ns)
     extra: dict[str, Any] = {}
     if job.storage_class:
         extra["StorageClass"] = job.storage_class

@@ -560,3 +560,23 @@ async def test_retry_decisions_for_dead_connections_tls_and_silence(
     assert (
         session._on_needs_retry(caught_exception=timeout, attempts=1, operation=Op(False)) is None
     )
+
+
+async def test_mtime_travels_with_the_object_as_rclone_stores_it(
+    tm: TransferManager, bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "src")
+    write_random(src, 20 * MiB)  # multipart: the metadata is set at CreateMultipartUpload
+    old = 1_600_000_000_123_456_789
+    os.utime(src, ns=(old, old))
+    await tm.upload(src, bucket, "k")
+    meta = {k.lower(): v for k, v in s3.head_object(Bucket=bucket, Key="k")["Metadata"].items()}
+    assert meta["mtime"] == "1600000000.123456789"
+    dest = os.path.join(work_dir, "dest")
+    await tm.download(bucket, "k", dest)
+    assert os.stat(dest).st_mtime_ns == old
+    # An object without it (another tool's upload): the local file gets LastModified.
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    last = s3.head_object(Bucket=bucket, Key="plain")["LastModified"].timestamp()
+    await tm.download(bucket, "plain", os.path.join(work_dir, "plain"))
+    assert abs(os.stat(os.path.join(work_dir, "plain")).st_mtime - last) < 1e-3
