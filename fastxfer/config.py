@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -253,6 +254,13 @@ class TransferConfig:
         off``.  A bad value raises :class:`~fastxfer.InvalidConfig` naming the
         variable (``FASTXFER_CONCURRENCY: invalid value '0': ...``).
         Credentials are not read here: botocore's chain reads them.
+
+        Below the environment come the AWS CLI's S3 settings in the profile's
+        ``s3`` section of ``~/.aws/config`` (``AWS_CONFIG_FILE``):
+        ``max_concurrent_requests``, ``multipart_chunksize``,
+        ``multipart_threshold`` and ``max_bandwidth``, with the AWS CLI's units
+        (``8MB`` there is 8 MiB).  Precedence: flags > environment > config file
+        > defaults.
         """
         env: Mapping[str, str] = os.environ if environ is None else environ
         names = {f.name for f in dataclasses.fields(cls)}
@@ -270,6 +278,16 @@ class TransferConfig:
             except InvalidConfig as exc:
                 raise InvalidConfig(f"{variable}: {exc.message}", hint=exc.hint) from None
             sources[name] = (variable, raw)
+        # Below the environment: the s3 section of the profile in ~/.aws/config.
+        profile = overrides.get("profile") or values.get("profile")
+        for name, (where, raw, parse) in aws_s3_settings(env, profile).items():
+            if name in overrides or name in values:
+                continue
+            try:
+                values[name] = parse(raw)
+            except InvalidConfig as exc:
+                raise InvalidConfig(f"{where}: {exc.message}", hint=exc.hint) from None
+            sources[name] = (where, raw)
         try:
             return cls(**values, **overrides)
         except InvalidConfig as exc:
@@ -348,6 +366,53 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("FASTXFER_RESUME", "resume", _boolean),
     ("FASTXFER_STATE", "state_path", _text),
 )
+
+
+def _aws_size(raw: str) -> int:
+    """A size as the AWS CLI reads it: KB/MB/GB/TB are powers of 1024 there."""
+    return parse_size(_aws_units(raw))
+
+
+def _aws_rate(raw: str) -> float:
+    return parse_rate(_aws_units(raw))
+
+
+def _aws_units(raw: str) -> str:
+    return re.sub(r"(?i)([kmgt])b\b", r"\1iB", raw.strip())
+
+
+_AWS_S3_KEYS: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("max_concurrent_requests", "max_concurrency", _whole_number),
+    ("multipart_chunksize", "part_size", _aws_size),
+    ("multipart_threshold", "multipart_threshold", _aws_size),
+    ("max_bandwidth", "bwlimit", _aws_rate),
+)
+
+
+def aws_s3_settings(
+    env: Mapping[str, str], profile: str | None
+) -> dict[str, tuple[str, str, Callable[[str], object]]]:
+    """Field -> (where, raw value, parser) from the profile's ``s3`` section of the AWS
+    config file; {} when there is none.  An unreadable file is ignored, as aws does."""
+    path = env.get("AWS_CONFIG_FILE") or os.path.join(os.path.expanduser("~"), ".aws", "config")
+    if not os.path.isfile(path):
+        return {}
+    from botocore.configloader import load_config
+
+    try:
+        profiles = load_config(path).get("profiles", {})
+    except Exception:  # botocore's own parse errors surface when it loads the file itself
+        return {}
+    name = profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    section = profiles.get(name, {}).get("s3")
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, tuple[str, str, Callable[[str], object]]] = {}
+    for key, field_name, parse in _AWS_S3_KEYS:
+        raw = section.get(key)
+        if isinstance(raw, str) and raw.strip():
+            out[field_name] = (f"{path} [{name}] s3.{key}", raw, parse)
+    return out
 
 
 def _culprits(
