@@ -21,7 +21,7 @@ from fastxfer.clock import Clock, SystemClock
 from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.copy import CopyJob, run_copy
 from fastxfer.download import run_download
-from fastxfer.errors import FastxferError, translate
+from fastxfer.errors import FastxferError, InvalidConfig, translate
 from fastxfer.pacing import PacerStats
 from fastxfer.progress import Subscriber
 from fastxfer.session import DeleteFailure, ObjectInfo, Session
@@ -154,6 +154,8 @@ class TransferManager:
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
         subscribers: Iterable[Subscriber] = (),
     ) -> TransferHandle:
         """Upload a file path, bytes, or an async iterable of bytes to ``s3://bucket/key``.
@@ -161,8 +163,15 @@ class TransferManager:
         Below ``multipart_threshold`` one PutObject is sent; above it parts of
         ``part_size`` (fitted to 10,000 parts) go concurrently.  ``size`` is a
         hint for async iterables (None: read until exhausted).
-        ``storage_class`` overrides the config's.
+        ``storage_class`` overrides the config's.  ``sse``: ``"AES256"`` or
+        ``"aws:kms"`` (with ``sse_kms_key_id``, else the account's default key).
         """
+        if sse is not None and sse not in ("AES256", "aws:kms"):
+            raise InvalidConfig(
+                f"invalid server-side encryption {sse!r}", hint="use AES256 or aws:kms"
+            )
+        if sse_kms_key_id and sse != "aws:kms":
+            raise InvalidConfig("an SSE KMS key id needs sse='aws:kms'", hint="--sse aws:kms")
         sc = validate_storage_class(storage_class) if storage_class else self.config.storage_class
         local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         known_size = size
@@ -186,6 +195,8 @@ class TransferManager:
             storage_class=sc,
             metadata=dict(metadata or {}),
             content_type=content_type,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
         )
         session = self.session
         return self._start(tracker, lambda t: run_upload(session, job, t))

@@ -54,6 +54,9 @@ class UploadJob:
     storage_class: str | None
     metadata: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    sse: str | None = None
+    """Server-side encryption: ``AES256`` or ``aws:kms`` (None: the bucket default)."""
+    sse_kms_key_id: str | None = None
 
 
 class _Reader:
@@ -230,6 +233,10 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
         extra["StorageClass"] = job.storage_class
     if job.content_type:
         extra["ContentType"] = job.content_type
+    if job.sse:
+        extra["ServerSideEncryption"] = job.sse
+    if job.sse_kms_key_id:
+        extra["SSEKMSKeyId"] = job.sse_kms_key_id
     tracker.size = reader.size
 
     pool = session.buffers

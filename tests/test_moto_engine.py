@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fastxfer import ColdObject, TransferConfig, TransferManager
+from fastxfer import ColdObject, InvalidConfig, TransferConfig, TransferManager
 from fastxfer.limits import MiB
 
 
@@ -67,3 +67,15 @@ async def test_cold_object_download_names_the_restore_command(
         await tm.download(moto_bucket, "ir", os.path.join(work_dir, "ir"))
     with open(os.path.join(work_dir, "ir"), "rb") as f:
         assert f.read() == b"instant"
+
+
+@pytest.mark.parametrize("size", [1024, 12 * MiB], ids=["put", "multipart"])
+async def test_server_side_encryption_is_requested(
+    moto_config: Callable[..., TransferConfig], moto_bucket: str, moto_s3: Any, size: int
+) -> None:
+    cfg = moto_config(part_size=5 * MiB, multipart_threshold=8 * MiB)
+    async with TransferManager(cfg) as tm:
+        await tm.upload(os.urandom(size), moto_bucket, "enc", sse="AES256")
+        with pytest.raises(InvalidConfig, match="encryption"):
+            tm.upload(b"x", moto_bucket, "bad", sse="rot13")
+    assert moto_s3.head_object(Bucket=moto_bucket, Key="enc")["ServerSideEncryption"] == "AES256"
