@@ -262,6 +262,13 @@ def _reserve(fd: int, size: int, path: str) -> None:
             raise
 
 
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "the download"
+
+
 def _on_tmpfs(path: str) -> bool:
     """Whether ``path`` lives on tmpfs (Linux; False when it cannot tell)."""
     target = os.path.realpath(os.path.dirname(os.path.abspath(path)))
@@ -388,6 +395,7 @@ async def _get_range(
         async with session.open_get(
             bucket, key, held_slot=True, counts=tracker.requests, **kw
         ) as resp:
+            info.check_same_object(resp)
             return await _write_body(session, resp["Body"], fd, pos, end, crc, tracker)
     except Throttled as exc:
         raise _Resumable(pos, crc, IncompleteRange("throttled")) from exc
@@ -428,7 +436,12 @@ async def _write_body(
                 raise IntegrityError(
                     f"s3://{tracker.bucket}/{tracker.key}: server sent more bytes than asked"
                 )
-            os.pwrite(fd, data, pos)
+            try:
+                os.pwrite(fd, data, pos)
+            except OSError as exc:
+                # Name the file, so the error says where (a local file problem, exit 3).
+                exc.filename = exc.filename or _fd_path(fd)
+                raise
             crc = integrity.crc64nvme(data, crc)
             pos += n
             tracker.progress(n)

@@ -217,9 +217,14 @@ def translate(
             return IntegrityError(f"{what}: the server found a checksum mismatch ({code})")
         return S3Error(f"{what} failed: {code or status}{detail}", **kw)
     if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
+        full = {
+            errno.ENOSPC: "no space left on device",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large (a file size limit)",
+        }
+        if exc.errno in full:
             return DiskFull(
-                f"no space left on device writing {exc.filename or 'the download'}",
+                f"{full[exc.errno]} writing {exc.filename or 'the download'}",
                 hint="free space or choose another destination; nothing partial was kept",
             )
         if isinstance(exc, FileNotFoundError):

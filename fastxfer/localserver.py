@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from fastxfer.errors import FastxferError
+from fastxfer.errors import FastxferError, LocalFileError, UsageError
 
 
 def find_rclone() -> str:
@@ -61,6 +61,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise UsageError if ``host:port`` cannot be listened on (in use, or not allowed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="choose another --port, or 0 for a free one",
+            ) from None
 
 
 def wait_for_port(
@@ -102,10 +114,20 @@ class LocalS3Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
+        """Start the server; raises LocalFileError for a ``root`` that is not a
+        directory, UsageError for a ``port`` already in use (rather than finding
+        someone else's server there and calling it ours)."""
         if self.root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fastxfer-s3-")
             self.root = self._tmp.name
-        os.makedirs(self.root, exist_ok=True)
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise LocalFileError(f"{self.root}: not a directory", hint="serve a directory")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise LocalFileError(f"{self.root}: {exc.strerror or exc}") from None
+        if self.port:
+            check_port_free(self.port)
         self.port = self.port or free_port()
         fd, self._conf = tempfile.mkstemp(prefix="rclone-", suffix=".conf")
         os.close(fd)
@@ -134,6 +156,11 @@ class LocalS3Server:
         try:
             wait_for_port("127.0.0.1", self.port, 15.0, self._proc)
             self._wait_http()
+            if self._proc.poll() is not None:  # what answered was not ours
+                raise FastxferError(
+                    f"rclone serve s3 exited at start (status {self._proc.returncode})",
+                    hint=f"is port {self.port} in use?",
+                )
         except BaseException:
             self.stop()
             raise

@@ -122,6 +122,22 @@ class ObjectInfo:
                 key=self.key,
             )
 
+    def check_same_object(self, response: Mapping[str, Any]) -> None:
+        """Raise TransferFailed if a GET's ``response`` is of another version of the
+        object than this HEAD described.  ``If-Match`` asks the server for that, but
+        some servers ignore it (rclone serve s3 answers 200 with the new bytes)."""
+        etag = response.get("ETag")
+        total: int | None = None
+        content_range = str(response.get("ContentRange") or "")
+        if "/" in content_range:
+            with contextlib.suppress(ValueError):
+                total = int(content_range.rsplit("/", 1)[1])
+        if (etag and self.etag and etag != self.etag) or (total is not None and total != self.size):
+            raise TransferFailed(
+                f"s3://{self.bucket}/{self.key} changed while it was downloaded",
+                hint="download it again",
+            )
+
     @property
     def mtime_ns(self) -> int | None:
         """The source file's modification time (ns): the ``mtime`` user metadata that

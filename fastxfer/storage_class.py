@@ -1,13 +1,18 @@
 """Storage-class rules: which storage class an uploaded object gets, by name.
 
 A rule maps a pattern to a class.  A pattern ending in ``/`` is a key prefix
-(``logs/``); any other pattern is a glob matched against the whole key with
+(``logs/``); any other pattern is a glob matched with
 :func:`fnmatch.fnmatchcase` (``*.manifest``, ``duplicity-full.*.vol*``; ``*``
 also matches ``/``).  The first matching rule wins, so put specific rules
 first::
 
     rules = [parse_rule("*.manifest=STANDARD"), parse_rule("*=DEEP_ARCHIVE")]
     resolve_storage_class("backup.manifest", rules)  # -> "STANDARD"
+
+Rules match the key *relative to the destination*: with ``base="b1/"`` (what
+``fastxfer cp -r ./backup s3://bucket/b1/`` passes) the key ``b1/meta/x`` is
+matched as ``meta/x``, so ``meta/=STANDARD`` and ``*.manifest=STANDARD`` mean
+the same wherever the tree is uploaded.  A key outside ``base`` is matched whole.
 
 Classes are validated when a rule is built, so a typo is rejected before any
 request is sent.
@@ -84,7 +89,8 @@ class StorageClassRule:
         return self.pattern.endswith("/")
 
     def matches(self, key: str) -> bool:
-        """Whether ``key`` (an S3 object key) falls under this rule."""
+        """Whether ``key`` (relative to the destination, see the module docstring)
+        falls under this rule."""
         if self.is_prefix:
             return key.startswith(self.pattern)
         return fnmatch.fnmatchcase(key, self.pattern)
@@ -118,13 +124,25 @@ def parse_rules(texts: Iterable[str]) -> tuple[StorageClassRule, ...]:
 
 
 def resolve_storage_class(
-    key: str, rules: Iterable[StorageClassRule], default: str | None = None
+    key: str,
+    rules: Iterable[StorageClassRule],
+    default: str | None = None,
+    *,
+    base: str = "",
 ) -> str | None:
     """The class of the first rule matching ``key``, else ``default`` (validated).
 
-    ``None`` means "send no storage class" (the bucket default, STANDARD).
+    Rules see ``key`` relative to ``base`` (the destination prefix, e.g.
+    ``"b1/"``; see the module docstring).  ``None`` means "send no storage
+    class" (the bucket default, STANDARD).
     """
+    name = relative_key(key, base)
     for rule in rules:
-        if rule.matches(key):
+        if rule.matches(name):
             return rule.storage_class
     return validate_storage_class(default) if default is not None else None
+
+
+def relative_key(key: str, base: str) -> str:
+    """``key`` without the destination prefix ``base`` (whole when it is not under it)."""
+    return key[len(base) :] if base and key.startswith(base) else key

@@ -71,6 +71,7 @@ async def run_stream(
                     async with session.open_get(
                         bucket, key, held_slot=True, counts=tracker.requests, **kw
                     ) as resp:
+                        info.check_same_object(resp)
                         stream = resp["Body"]
                         while pos < end:
                             data = await stream.read(min(cfg.io_chunk_size, end - pos))

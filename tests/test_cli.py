@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fastxfer import InvalidConfig, InvalidS3Url, LocalFileError, TransferConfig
+from fastxfer import InvalidConfig, InvalidS3Url, LocalFileError, TransferConfig, UsageError
 from fastxfer.cli import build_parser, main
 from fastxfer.cli.common import config_from_args
 from fastxfer.limits import MiB
@@ -227,7 +227,17 @@ def test_abort_uploads_cleans_what_a_killed_process_left(
     assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
     young = run_cli(rclone_server, "abort-uploads", f"s3://{bucket}/", "--older-than", "1h")
     assert young.returncode == 0, young.stderr
-    assert "0 incomplete upload(s)" in young.stderr
+    assert young.stderr.strip() == (
+        "0 incomplete uploads older than 1h aborted (1 younger one spared)"
+    )
+    dry = run_cli(
+        rclone_server, "abort-uploads", f"s3://{bucket}/", "--older-than", "1h", "--dry-run"
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stderr.strip() == (
+        "0 incomplete uploads older than 1h to abort (1 younger one spared)"
+    )
+    assert dry.stdout == ""
     dry = run_cli(
         rclone_server, "abort-uploads", f"s3://{bucket}/", "--older-than", "0", "--dry-run"
     )
@@ -236,6 +246,7 @@ def test_abort_uploads_cleans_what_a_killed_process_left(
     r = run_cli(rclone_server, "abort-uploads", f"s3://{bucket}/orphan/", "--older-than", "0")
     assert r.returncode == 0, r.stderr
     assert "aborted" in r.stdout
+    assert r.stderr.strip() == "1 incomplete upload aborted"
     assert up["UploadId"] not in str(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
@@ -265,12 +276,12 @@ def test_ls_buckets_and_one_level(rclone_server: LocalS3Server, bucket: str, wor
     [
         ("FASTXFER_CONCURRENCY", "8", "max_concurrency", 8),
         ("FASTXFER_PART_SIZE", "32MiB", "part_size", 32 * MiB),
-        ("FASTXFER_MULTIPART_THRESHOLD", "64M", "multipart_threshold", 64_000_000),
+        ("FASTXFER_MULTIPART_THRESHOLD", "64M", "multipart_threshold", 64 * 1024 * 1024),
         ("FASTXFER_MEMORY_LIMIT", "1GiB", "memory_limit", 1024 * MiB),
         ("FASTXFER_CHECKSUM", "MD5", "checksum", "md5"),
         ("FASTXFER_STORAGE_CLASS", "deep-archive", "storage_class", "DEEP_ARCHIVE"),
         ("FASTXFER_BWLIMIT", "4MiB/s", "bwlimit", 4.0 * MiB),
-        ("FASTXFER_BWLIMIT_UP", "800K", "bwlimit_up", 800_000.0),
+        ("FASTXFER_BWLIMIT_UP", "800K", "bwlimit_up", 800 * 1024.0),
         ("FASTXFER_BWLIMIT_DOWN", "off", "bwlimit_down", 0.0),
         ("FASTXFER_BWLIMIT_PER_CONNECTION", "1MiB", "bwlimit_per_connection", 1.0 * MiB),
         ("FASTXFER_BWLIMIT_SCHEDULE", "22:00-06:00 off", "bwlimit_schedule", "22:00-06:00 off"),
@@ -384,8 +395,8 @@ def test_bench_points_at_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("backup/a.txt", "backup/", "a.txt"),
         ("backup/sub dir/ü.bin", "backup/", "sub dir/ü.bin"),
-        ("backup//a", "backup/", "a"),
         ("a..b/c.", "", "a..b/c."),
+        ("...", "", "..."),
     ],
 )
 def test_local_path_for_safe_keys(key: str, prefix: str, expected: str) -> None:
@@ -399,6 +410,9 @@ def test_local_path_for_safe_keys(key: str, prefix: str, expected: str) -> None:
         ("backup/..", "backup/"),
         ("backup/./a", "backup/"),
         ("backup/a//b", "backup/"),
+        ("backup//a", "backup/"),  # never folded into backup/a
+        ("/etc/passwd", ""),
+        ("backup/" + "n" * 256, "backup/"),
         ("backup/dir/", "backup/"),
         ("backup/", "backup/"),
         ("other/a", "backup/"),
@@ -425,3 +439,63 @@ def test_invalid_bucket_names_get_the_rule(name: str) -> None:
     with pytest.raises(InvalidS3Url) as info:
         parse_s3_url(f"s3://{name}/k")
     assert "3-63 lower-case letters" in str(info.value)
+
+
+# -- endpoint and profile: checked before any connection -----------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000",
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://[::1]:9000",
+        "HTTP://h",
+    ],
+)
+def test_endpoint_urls_accepted(url: str) -> None:
+    cfg = config_from_args(build_parser().parse_args(["ls", "--endpoint-url", url]), {})
+    assert cfg.endpoint_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "source"),
+    [
+        ("not a url", {}, "--endpoint-url"),
+        ("ftp://h:21", {}, "--endpoint-url"),
+        ("http://h:port", {}, "--endpoint-url"),
+        ("http://", {}, "--endpoint-url"),
+        ("http://h:0", {}, "--endpoint-url"),
+        (None, {"AWS_ENDPOINT_URL": "h:9000"}, "AWS_ENDPOINT_URL"),
+        (None, {"AWS_ENDPOINT_URL_S3": "s3.local", "AWS_ENDPOINT_URL": "http://h"}, "_S3"),
+    ],
+)
+def test_bad_endpoint_url_names_its_source(
+    url: str | None, env: dict[str, str], source: str
+) -> None:
+    argv = ["ls"] + (["--endpoint-url", url] if url is not None else [])
+    with pytest.raises(UsageError) as info:
+        config_from_args(build_parser().parse_args(argv), env)
+    assert str(info.value).startswith("--endpoint-url" if url else "AWS_ENDPOINT_URL")
+    assert source in str(info.value)
+
+
+def test_profile_must_exist(tmp_path: Any) -> None:
+    config = tmp_path / "config"
+    config.write_text("[profile backup]\nregion = eu-west-1\n")
+    creds = tmp_path / "credentials"
+    creds.write_text("[offsite]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    env = {"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(creds)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        parser = build_parser()
+        for name in ("backup", "offsite"):
+            assert config_from_args(parser.parse_args(["ls", "--profile", name]), env).profile == (
+                name
+            )
+        with pytest.raises(UsageError, match=r"--profile: no profile 'nosuch' in .*config"):
+            config_from_args(parser.parse_args(["ls", "--profile", "nosuch"]), env)
+        with pytest.raises(UsageError, match="AWS_PROFILE: no profile 'gone'"):
+            config_from_args(parser.parse_args(["ls"]), {**env, "AWS_PROFILE": "gone"})

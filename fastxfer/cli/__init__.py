@@ -6,21 +6,34 @@ One module per command group: :mod:`~fastxfer.cli.cp`, :mod:`~fastxfer.cli.ls`,
 is in :mod:`~fastxfer.cli.common`.
 
 Exit codes (also in README):
-  0 success; 1 transfer failed; 2 bad usage or value; 3 local file problem
+  0 success; 1 a transfer failed or the result is incomplete (keys or files
+  that could not be copied); 2 bad usage or value; 3 local file problem
   (missing, unreadable, disk full); 4 S3 refused (no such bucket/key, access
   denied); 5 bad or missing credentials; 6 endpoint unreachable; 7 object in
-  cold storage; 8 integrity check failed; 130 interrupted.
+  cold storage; 8 integrity check failed; 128+N stopped by signal N after
+  cleaning up (130 SIGINT / Ctrl-C, 129 SIGHUP, 143 SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 from fastxfer.cli import admin, cp, ls, restore, serve
-from fastxfer.cli.common import EXIT_CODES_HELP, Handler, Parser, report_error, report_interrupted
-from fastxfer.errors import FastxferError
+from fastxfer.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    Handler,
+    Interrupted,
+    Parser,
+    report_error,
+    report_interrupted,
+    report_unexpected,
+)
+from fastxfer.errors import FastxferError, translate
 from fastxfer.version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -40,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fastxfer ARGS`` (``sys.argv[1:]`` when ``argv`` is None); return the exit code."""
+    """Run ``fastxfer ARGS`` (``sys.argv[1:]`` when ``argv`` is None); return the exit code.
+
+    Every failure is one line on stderr and an exit code (README "exit codes");
+    ``FASTXFER_DEBUG=1`` lets an unexpected error show its traceback.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
         return admin.bench(args_list[1:])  # whatever follows is the suite's, not ours
@@ -51,7 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except Interrupted as exc:
+        return report_interrupted(exc)
     except FastxferError as exc:
         return report_error(exc)
     except KeyboardInterrupt:
         return report_interrupted()
+    except BrokenPipeError:
+        # stdout closed by its reader (`fastxfer ls -r ... | head`): stop quietly, and
+        # keep the interpreter from failing again when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        return report_error(translate(exc))
+    except Exception as exc:
+        if os.environ.get("FASTXFER_DEBUG"):
+            raise
+        return report_unexpected(exc)

@@ -44,7 +44,8 @@ def register(sub: Subparsers[Parser]) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="list them, abort nothing")
     add_connection_options(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout, one per upload")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
     # Listed in --help only: main() answers `fastxfer bench ...` before parsing.
     add_command(
@@ -71,15 +72,15 @@ async def _abort_uploads(args: argparse.Namespace) -> int:
     url = parse_s3_url(args.url)
     cfg = config_from_args(args)
     async with TransferManager(cfg) as tm:
+        listed = await tm.list_multipart_uploads(url.bucket, url.key)
+        now = datetime.now(UTC)
         if args.dry_run:
-            now = datetime.now(UTC)
-            found = [
-                u
-                for u in await tm.list_multipart_uploads(url.bucket, url.key)
-                if not older or _age(u, now) >= older
-            ]
+            found = [u for u in listed if not older or _age(u, now) >= older]
         else:
             found = await tm.abort_incomplete_uploads(url.bucket, url.key, older_than=older)
+    chosen = {u["UploadId"] for u in found}
+    spared = [u for u in listed if u["UploadId"] not in chosen]
+    younger = sum(1 for u in spared if older and _age(u, now) < older)
     for u in found:
         started = u.get("Initiated")
         when = started.isoformat() if isinstance(started, datetime) else "?"
@@ -87,9 +88,25 @@ async def _abort_uploads(args: argparse.Namespace) -> int:
             print(json.dumps({"key": u["Key"], "upload_id": u["UploadId"], "initiated": when}))
         else:
             print(f"{'would abort' if args.dry_run else 'aborted'} {when} {u['Key']}")
-    if not args.json:
-        print(f"{len(found)} incomplete upload(s)", file=sys.stderr)
+    if not args.json and not args.quiet:
+        summary = _abort_summary(len(found), younger, len(spared) - younger, args, older)
+        print(summary, file=sys.stderr)
     return 0
+
+
+def _abort_summary(
+    found: int, younger: int, other: int, args: argparse.Namespace, older: float
+) -> str:
+    """``0 incomplete uploads older than 1h to abort (2 younger ones spared)``."""
+    uploads = "incomplete upload" if found == 1 else "incomplete uploads"
+    age = f" older than {args.older_than}" if older else ""
+    text = f"{found} {uploads}{age}{' to abort' if args.dry_run else ' aborted'}"
+    notes = []
+    if younger:
+        notes.append(f"{younger} younger {'one' if younger == 1 else 'ones'} spared")
+    if other:
+        notes.append(f"{other} other{'' if other == 1 else 's'} spared")
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _age(upload: dict[str, Any], now: datetime) -> float:

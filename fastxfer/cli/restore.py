@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from fastxfer.cli.common import (
+    Interrupted,
     Parser,
     Subparsers,
     add_command,
@@ -27,6 +27,7 @@ from fastxfer.restore import (
     RestoreOptions,
     RestoreStore,
     RestoreTier,
+    default_state_path,
     parse_duration,
     summarize_estimate,
     summarize_report,
@@ -119,8 +120,14 @@ def _options(args: argparse.Namespace, **kw: Any) -> RestoreOptions:
 def _cmd_restore(args: argparse.Namespace) -> int:
     try:
         return run_async(_restore(args))
+    except Interrupted as exc:
+        return report_interrupted(exc, _resume_hint(args))
     except KeyboardInterrupt:
-        return report_interrupted(RESUME_HINT)
+        return report_interrupted(None, _resume_hint(args))
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    return f"{RESUME_HINT} (job state: {args.state or default_state_path()})"
 
 
 def _cmd_restore_status(args: argparse.Namespace) -> int:
@@ -147,9 +154,7 @@ async def _restore(args: argparse.Namespace) -> int:
             elif not args.quiet:
                 print(summarize_estimate(est))
             return 0
-        if not args.quiet and not args.json:
-            print(f"restore job state: {job.state_path}", file=sys.stderr)
-        report = await job.run()
+        report = await job.run()  # the state file is named in the summary, and if interrupted
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif not args.quiet:

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastxfer.cli.common import Parser, Subparsers, add_command, run_async
+from fastxfer.cli.common import HANDLED_SIGNALS, Parser, Subparsers, add_command, run_async
 from fastxfer.cli.cp import CopyOutcome, copy, print_outcome
 from fastxfer.config import TransferConfig
-from fastxfer.errors import UsageError
+from fastxfer.errors import InvalidS3Url, UsageError
 from fastxfer.manager import TransferManager
+from fastxfer.s3url import parse_s3_url
 from fastxfer.units import format_rate, format_size, parse_size
 
 
@@ -52,28 +53,55 @@ def register(sub: Subparsers[Parser]) -> None:
 # -- serve ---------------------------------------------------------------------------
 
 
+def _check_bucket_name(name: str) -> None:
+    try:
+        if "/" in name:
+            raise InvalidS3Url(name)
+        parse_s3_url(f"s3://{name}")
+    except InvalidS3Url:
+        raise UsageError(
+            f"--bucket {name!r}: not a valid bucket name",
+            hint="bucket names use 3-63 lower-case letters, digits, dots and hyphens, "
+            "and begin and end with a letter or digit",
+        ) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from fastxfer.localserver import LocalS3Server
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    for b in args.bucket:
+        _check_bucket_name(b)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)  # stop the server on kill as on Ctrl-C
-    with LocalS3Server(root=args.root, port=args.port) as srv:
-        for b in args.bucket:
-            srv.make_bucket(b)
-        print(
-            f"S3 server on {srv.endpoint_url} serving {args.root}\n"
-            f"export AWS_ENDPOINT_URL={srv.endpoint_url} "
-            f"AWS_ACCESS_KEY_ID={srv.access_key} AWS_SECRET_ACCESS_KEY={srv.secret_key}\n"
-            "Ctrl-C to stop.",
-            flush=True,
-        )
-        try:
+    # Stop the server on SIGTERM / SIGHUP as on Ctrl-C, for this command's run only.
+    previous = {sig: signal.signal(sig, stop) for sig in HANDLED_SIGNALS}
+    try:
+        return _serve(args.root, args.port, args.bucket)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(root: str, port: int, buckets: list[str]) -> int:
+    from fastxfer.localserver import LocalS3Server
+
+    try:
+        with LocalS3Server(root=root, port=port) as srv:
+            for b in buckets:
+                srv.make_bucket(b)
+            print(
+                f"S3 server on {srv.endpoint_url} serving {root}\n"
+                f"export AWS_ENDPOINT_URL={srv.endpoint_url} "
+                f"AWS_ACCESS_KEY_ID={srv.access_key} AWS_SECRET_ACCESS_KEY={srv.secret_key}\n"
+                "Ctrl-C to stop.",
+                flush=True,
+            )
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:
+        return 0
 
 
 # -- demo ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Two ways to drive a job (see :mod:`fastxfer.restore`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 import math
@@ -36,6 +37,7 @@ from fastxfer.restore.model import (
     DAY,
     ObjectRecord,
     ObjectState,
+    RestoreTier,
     check_tier,
     classify,
     default_poll_interval,
@@ -115,6 +117,7 @@ class RestoreJob:
         self._polling = RestorePoller(session, options.bucket, self._counts)
         self._sorted_keys: list[str] = []
         self._resumed = False
+        self._stored_tier: tuple[RestoreTier, int] | None = None  # (tier, days) in the file
         self._inventoried = False  # _objs hold this job's own inventory (e.g. from estimate())
         self._store: RestoreStore | None = None
         # `async with job` (created in __aenter__, inside the running loop):
@@ -186,6 +189,10 @@ class RestoreJob:
                 )
             self._set_objects(store.load(self.job_id))
             self._resumed, self._inventoried = True, False
+            self._stored_tier = (RestoreTier.parse(str(spec["tier"])), int(spec["days"]))
+            if create and self._stored_tier != (self.options.tier, self.options.days):
+                # A rerun with another --tier / --days: what it requests from now on.
+                store.set_tier(self.job_id, self.options.tier.value, self.options.days)
             now = self._wall()
             for obj in self._objs:
                 if obj.state is ObjectState.RESTORED and obj.expiry and obj.expiry <= now:
@@ -338,6 +345,9 @@ class RestoreJob:
                     f"{self.options.prefix or ''} in {self.state_path}",
                     hint="start the job with `fastxfer restore` (or pass the same --state)",
                 )
+            if self._stored_tier is not None:  # report the job's tier, not the default
+                tier, days = self._stored_tier
+                self.options = dataclasses.replace(self.options, tier=tier, days=days)
             if any(o.state is ObjectState.RESTORING for o in self._objs):
                 await self._poll_once(None)
             return self._report(started)
@@ -592,7 +602,7 @@ class RestoreJob:
             if exc.code != "RestoreAlreadyInProgress":
                 obj.error = str(exc)
                 self._errors[obj.key] = exc
-                self._notify()
+                self._save(obj)  # restore-status reports it
                 return
         # 202 accepted, 409 already in progress, 200 copy already there (expiry
         # extended): all mean "requested"; the poller finds out when it is readable.
@@ -673,6 +683,11 @@ class RestoreJob:
         else:
             self._mark_downloaded(obj)
 
+    def _failed(self, obj: ObjectRecord, error: str) -> None:
+        """Record (and persist: restore-status reports it) a failed download."""
+        obj.error = error
+        self._save(obj)
+
     def _mark_downloaded(self, obj: ObjectRecord) -> None:
         if self.options.download_dir is not None and not obj.downloaded:
             obj.downloaded = True
@@ -706,10 +721,10 @@ class RestoreJob:
                 dest = self._dest(obj)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
             except LocalFileError as exc:
-                obj.error = str(exc)
+                self._failed(obj, str(exc))
                 continue
             except OSError as exc:
-                obj.error = f"{exc.filename}: {exc.strerror}"
+                self._failed(obj, f"{exc.filename}: {exc.strerror}")
                 continue
             obj.download_started_at = self.clock.monotonic()
             handle = self._start_download(self.options.bucket, obj.key, dest, obj.size)
@@ -718,7 +733,7 @@ class RestoreJob:
             except FATAL:
                 raise
             except FastxferError as exc:
-                obj.error = str(exc)
+                self._failed(obj, str(exc))
                 continue
             finally:
                 # What the engine really sent for this download.
@@ -726,8 +741,10 @@ class RestoreJob:
                 self._counts["head_object"] += sent.get("head_object", 0)
                 self._counts["get_object"] += sent.get("get_object", 0)
             obj.download_finished_at = self.clock.monotonic()
-            obj.error = None
+            had_error, obj.error = obj.error is not None, None
             self._mark_downloaded(obj)
+            if had_error:
+                self._save(obj)
 
 
 __all__ = ["RestoreJob", "StartDownload"]

@@ -88,7 +88,7 @@ def summarize_report(rep: RestoreReport) -> str:
     r = rep.requests
     text = (
         f"{len(rep.objects)} objects ({states}); {rep.downloaded} downloaded, "
-        f"{len(rep.failed)} failed\n"
+        f"{len(rep.failed)} failed; tier {rep.tier}, restored copies kept {rep.days} days\n"
         f"requests made: RestoreObject {r.restore} ({rep.restore_extensions} extensions), "
         f"GET {r.get}, HEAD {r.head}, LIST {r.list}; {rep.polls} polls ({rep.poll_mode}) "
         f"in {rep.elapsed:.1f} s\nstate: {rep.state_path}"

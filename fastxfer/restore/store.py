@@ -5,6 +5,11 @@ identifies the job: bucket, prefix, keys), with one row per object.  Every
 state change is committed at once (WAL, ``synchronous=NORMAL``: no fsync per
 row; a crash loses at most the last few changes, which the next run repeats
 harmlessly: a second RestoreObject gets 409 or 200).
+
+An object's last error (a refused RestoreObject, a failed download) is kept
+too, in ``restore_errors``, so ``restore-status`` reports what the run saw.
+That table is created here if missing (``IF NOT EXISTS``: an older file gains
+it, an older fastxfer ignores it) rather than by a schema migration.
 """
 
 from __future__ import annotations
@@ -18,6 +23,16 @@ from typing import Any
 from fastxfer.errors import UsageError
 from fastxfer.restore.model import ObjectRecord, ObjectState
 from fastxfer.state import StateDB
+
+_ERRORS_TABLE = """
+    CREATE TABLE IF NOT EXISTS restore_errors (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq),
+        FOREIGN KEY (job_id, seq) REFERENCES restore_objects (job_id, seq) ON DELETE CASCADE
+    )
+"""
 
 
 def job_id(spec: Mapping[str, Any]) -> str:
@@ -39,6 +54,11 @@ class RestoreStore:
         else:
             self.db, self._owned = StateDB.open(db), True
         self.path = self.db.path
+        try:
+            self.db.execute(_ERRORS_TABLE)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._owned:
@@ -122,23 +142,43 @@ class RestoreStore:
         return jid
 
     def load(self, job: str) -> list[ObjectRecord]:
-        """The objects of job ``job``, in job order."""
+        """The objects of job ``job``, in job order, with their last error."""
         rows = self.db.query(
-            "SELECT seq, key, size, storage_class, etag, state, requested_at, expiry, downloaded"
-            " FROM restore_objects WHERE job_id = ? ORDER BY seq",
+            "SELECT o.seq, o.key, o.size, o.storage_class, o.etag, o.state, o.requested_at,"
+            " o.expiry, o.downloaded, e.error FROM restore_objects o"
+            " LEFT JOIN restore_errors e ON e.job_id = o.job_id AND e.seq = o.seq"
+            " WHERE o.job_id = ? ORDER BY o.seq",
             (job,),
         )
         return [
-            ObjectRecord(r[0], r[1], r[2], r[3], r[4], ObjectState(r[5]), r[6], r[7], bool(r[8]))
+            ObjectRecord(
+                r[0], r[1], r[2], r[3], r[4], ObjectState(r[5]), r[6], r[7], bool(r[8]), error=r[9]
+            )
             for r in rows
         ]
 
     def save(self, job: str, o: ObjectRecord) -> None:
-        """Persist the state of one object (committed at once)."""
+        """Persist the state of one object, and its error (committed at once)."""
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE restore_objects SET state = ?, requested_at = ?, expiry = ?,"
+                " downloaded = ? WHERE job_id = ? AND seq = ?",
+                (o.state.value, o.requested_at, o.expiry, int(o.downloaded), job, o.seq),
+            )
+            if o.error is None:
+                self.db.execute(
+                    "DELETE FROM restore_errors WHERE job_id = ? AND seq = ?", (job, o.seq)
+                )
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO restore_errors (job_id, seq, error) VALUES (?, ?, ?)",
+                    (job, o.seq, o.error),
+                )
+
+    def set_tier(self, job: str, tier: str, days: int) -> None:
+        """Record the tier and days of the job's latest requests (a rerun may change them)."""
         self.db.execute(
-            "UPDATE restore_objects SET state = ?, requested_at = ?, expiry = ?, downloaded = ?"
-            " WHERE job_id = ? AND seq = ?",
-            (o.state.value, o.requested_at, o.expiry, int(o.downloaded), job, o.seq),
+            "UPDATE restore_jobs SET tier = ?, days = ? WHERE id = ?", (tier, days, job)
         )
 
     def delete(self, job: str) -> None:
