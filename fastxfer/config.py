@@ -200,6 +200,8 @@ class TransferConfig:
         if self.tps_burst < 0:
             raise InvalidConfig(f"tps_burst must not be negative, got {self.tps_burst}")
         positive("throttle_timeout", self.throttle_timeout)
+        if self.endpoint_url is not None:
+            _check_endpoint_url(self.endpoint_url)
         if not MIN_PART_SIZE <= self.copy_threshold <= MAX_PART_SIZE:
             raise InvalidConfig(
                 f"copy threshold must be between 5 MiB and 5 GiB, got {self.copy_threshold}"
@@ -335,6 +337,27 @@ def _whole_number(raw: str) -> int:
         return int(raw)
     except ValueError:
         raise InvalidConfig(f"invalid number {raw!r}", hint="use a whole number, e.g. 32") from None
+
+
+def _check_endpoint_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        ok = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
+            and not any(c.isspace() for c in url)
+        )
+    except ValueError:  # a port that is not a number, an unbalanced [
+        ok = False
+    if not ok:
+        shown = url if len(url) <= 80 else url[:77] + "..."
+        raise InvalidConfig(
+            f"endpoint URL {shown!r} is not an http:// or https:// URL with a host",
+            hint="write it as http://HOST:PORT or https://HOST",
+        )
 
 
 def _boolean(raw: str) -> bool:

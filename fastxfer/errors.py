@@ -154,6 +154,11 @@ def translate(
             "no AWS credentials found",
             hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or choose a profile with --profile",
         )
+    if isinstance(exc, bce.ProfileNotFound):
+        return UsageError(
+            f"AWS profile {exc.kwargs.get('profile')!r} not found",
+            hint="check --profile / AWS_PROFILE against ~/.aws/config and ~/.aws/credentials",
+        )
     if isinstance(exc, bce.SSLError):
         return EndpointUnreachable(
             f"{what}: the TLS handshake failed ({_short(exc)})",

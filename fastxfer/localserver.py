@@ -66,6 +66,9 @@ def free_port() -> int:
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
     """Raise UsageError if ``host:port`` cannot be listened on (in use, or not allowed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As a listening server binds: a port whose old connections linger in
+        # TIME_WAIT (a restart) is free; one with a live listener still is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -32,7 +32,16 @@ from fastxfer.upload import UploadJob, UploadSource, run_upload
 if TYPE_CHECKING:
     from fastxfer.restore import PriceTable, RestoreJob, RestoreOptions
 
-__all__ = ["ManagerStats", "ObjectInfo", "TransferManager", "UploadSource"]
+__all__ = ["AbortPlan", "ManagerStats", "ObjectInfo", "TransferManager", "UploadSource"]
+
+
+@dataclass(slots=True)
+class AbortPlan:
+    """Incomplete multipart uploads to abort, and those spared with why
+    (``"younger"`` than the age limit, or ``"resumable"`` from this machine's journal)."""
+
+    abort: list[dict[str, Any]] = field(default_factory=list)
+    spared: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,22 +331,52 @@ class TransferManager:
         """Incomplete multipart uploads (they cost storage until aborted)."""
         return await self.session.list_multipart_uploads(bucket, prefix)
 
-    async def abort_incomplete_uploads(
-        self, bucket: str, prefix: str = "", *, older_than: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """Abort incomplete multipart uploads under ``prefix`` started more than
-        ``older_than`` seconds ago (so another process's running upload is spared);
-        returns the uploads aborted.  They are what a killed process leaves behind."""
+    async def plan_abort(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        older_than: float = 0.0,
+        include_resumable: bool = False,
+    ) -> AbortPlan:
+        """Which incomplete multipart uploads under ``prefix`` to abort, and which to spare.
+
+        Spared: uploads started less than ``older_than`` seconds ago (another
+        process's running upload), and unless ``include_resumable``, uploads
+        this machine's journal can resume (the same upload run again sends
+        only the missing parts).
+        """
         now = datetime.now(UTC)
-        uploads = [
-            u
-            for u in await self.list_multipart_uploads(bucket, prefix)
-            if not older_than
-            or not isinstance(u.get("Initiated"), datetime)
-            or (now - u["Initiated"]).total_seconds() >= older_than
-        ]
+        journal = self.session.journal
+        resumable = journal.upload_ids(bucket, prefix) if journal is not None else set()
+        plan = AbortPlan()
+        for u in await self.list_multipart_uploads(bucket, prefix):
+            started = u.get("Initiated")
+            age = (now - started).total_seconds() if isinstance(started, datetime) else None
+            if older_than and age is not None and age < older_than:
+                plan.spared.append((u, "younger"))
+            elif u.get("UploadId") in resumable and not include_resumable:
+                plan.spared.append((u, "resumable"))
+            else:
+                plan.abort.append(u)
+        return plan
+
+    async def abort_incomplete_uploads(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        older_than: float = 0.0,
+        include_resumable: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Abort incomplete multipart uploads under ``prefix`` (see :meth:`plan_abort` for
+        what is spared); returns the uploads aborted.  They are what a killed process
+        leaves behind, billed as storage until aborted."""
+        plan = await self.plan_abort(
+            bucket, prefix, older_than=older_than, include_resumable=include_resumable
+        )
         async with asyncio.TaskGroup() as tg:
-            for u in uploads:
+            for u in plan.abort:
                 tg.create_task(
                     self.session.request(
                         "abort_multipart_upload",
@@ -347,7 +386,7 @@ class TransferManager:
                         what="abort",
                     )
                 )
-        return uploads
+        return plan.abort
 
     async def bucket_exists(self, bucket: str) -> None:
         """Raise NoSuchBucket / AccessDenied / BadCredentials unless the bucket is usable."""

@@ -447,6 +447,9 @@ class Session:
         endpoint (it accepts connections and never answers) then fails after
         one ``read_timeout`` instead of five.  A body that stalls is retried.
 
+        A refused connection before the endpoint ever answered is not retried
+        either (a wrong URL, a server not running): exit 6 at once.
+
         A pooled connection the server closed (it restarted, or dropped an idle
         keep-alive) is retried at once on a new connection, without botocore's
         back-off (which grows to seconds when every pooled connection is dead).
@@ -455,7 +458,12 @@ class Session:
         if response is not None:
             self._answered = True
         if caught_exception is not None:
-            from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, SSLError
+            from botocore.exceptions import (
+                ConnectionClosedError,
+                EndpointConnectionError,
+                ReadTimeoutError,
+                SSLError,
+            )
 
             if isinstance(caught_exception, SSLError):
                 raise caught_exception
@@ -466,6 +474,10 @@ class Session:
                 and not self._answered
                 and not getattr(operation, "has_streaming_input", False)
             ):
+                raise caught_exception
+            if isinstance(caught_exception, EndpointConnectionError) and not self._answered:
+                # Refused or unresolvable before it ever answered: a wrong URL or a
+                # server that is not running, not a blip (botocore took 8-25 s).
                 raise caught_exception
         if not response or self._pacer is None:
             return None

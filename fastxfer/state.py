@@ -98,6 +98,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (upload, number)
     );
     """,
+    # 3: why a restore object failed (refused restore, failed download), so
+    # restore-status can report it after the process is gone.  IF NOT EXISTS:
+    # a development build created it outside the migrations.
+    """
+    CREATE TABLE IF NOT EXISTS restore_errors (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq),
+        FOREIGN KEY (job_id, seq) REFERENCES restore_objects (job_id, seq) ON DELETE CASCADE
+    );
+    """,
 )
 """The schema, one script per version: version N is ``MIGRATIONS[:N]`` applied in order."""
 

@@ -238,3 +238,24 @@ def test_journal_round_trip_keeps_unsigned_crcs(work_dir: str) -> None:
         j.finish(row)
         assert j.find("b", "k") is None
         assert db.query("SELECT * FROM upload_journal_parts") == []
+
+
+async def test_abort_uploads_spares_what_the_journal_can_resume(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    state = os.path.join(work_dir, "state.sqlite")
+    journaled = s3.create_multipart_upload(Bucket=bucket, Key="mine")["UploadId"]
+    s3.create_multipart_upload(Bucket=bucket, Key="stray")
+    with StateDB.open(state) as db:
+        UploadJournal(db, rclone_server.endpoint_url).begin(
+            bucket, "mine", SourceId("/x", 1, 2, 3, 4), journaled, PART, "client", None
+        )
+    async with TransferManager(config(rclone_server, state)) as tm:
+        plan = await tm.plan_abort(bucket)
+        assert [u["Key"] for u in plan.abort] == ["stray"]
+        assert [(u["Key"], why) for u, why in plan.spared] == [("mine", "resumable")]
+        assert [u["Key"] for u in await tm.abort_incomplete_uploads(bucket)] == ["stray"]
+        assert [u["UploadId"] for u in open_uploads(s3, bucket)] == [journaled]
+        gone = await tm.abort_incomplete_uploads(bucket, include_resumable=True)
+        assert [u["Key"] for u in gone] == ["mine"]
+    assert open_uploads(s3, bucket) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastxfer.cli.common import (
@@ -43,6 +43,11 @@ def register(sub: Subparsers[Parser]) -> None:
         help="only uploads started this long ago (default 1h; 0 for all), e.g. 30m, 2h, 1d",
     )
     p.add_argument("--dry-run", action="store_true", help="list them, abort nothing")
+    p.add_argument(
+        "--include-resumable",
+        action="store_true",
+        help="also abort uploads this machine's journal could resume (spared by default)",
+    )
     add_connection_options(p)
     p.add_argument("--json", action="store_true", help="JSON lines on stdout, one per upload")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -71,16 +76,19 @@ async def _abort_uploads(args: argparse.Namespace) -> int:
     older = 0.0 if args.older_than in ("0", "0s") else parse_duration(args.older_than)
     url = parse_s3_url(args.url)
     cfg = config_from_args(args)
+    resumable = bool(getattr(args, "include_resumable", False))
     async with TransferManager(cfg) as tm:
-        listed = await tm.list_multipart_uploads(url.bucket, url.key)
-        now = datetime.now(UTC)
+        plan = await tm.plan_abort(
+            url.bucket, url.key, older_than=older, include_resumable=resumable
+        )
         if args.dry_run:
-            found = [u for u in listed if not older or _age(u, now) >= older]
+            found = plan.abort
         else:
-            found = await tm.abort_incomplete_uploads(url.bucket, url.key, older_than=older)
-    chosen = {u["UploadId"] for u in found}
-    spared = [u for u in listed if u["UploadId"] not in chosen]
-    younger = sum(1 for u in spared if older and _age(u, now) < older)
+            found = await tm.abort_incomplete_uploads(
+                url.bucket, url.key, older_than=older, include_resumable=resumable
+            )
+    younger = sum(1 for _, why in plan.spared if why == "younger")
+    journaled = sum(1 for _, why in plan.spared if why == "resumable")
     for u in found:
         started = u.get("Initiated")
         when = started.isoformat() if isinstance(started, datetime) else "?"
@@ -89,13 +97,13 @@ async def _abort_uploads(args: argparse.Namespace) -> int:
         else:
             print(f"{'would abort' if args.dry_run else 'aborted'} {when} {u['Key']}")
     if not args.json and not args.quiet:
-        summary = _abort_summary(len(found), younger, len(spared) - younger, args, older)
+        summary = _abort_summary(len(found), younger, journaled, args, older)
         print(summary, file=sys.stderr)
     return 0
 
 
 def _abort_summary(
-    found: int, younger: int, other: int, args: argparse.Namespace, older: float
+    found: int, younger: int, resumable: int, args: argparse.Namespace, older: float
 ) -> str:
     """``0 incomplete uploads older than 1h to abort (2 younger ones spared)``."""
     uploads = "incomplete upload" if found == 1 else "incomplete uploads"
@@ -104,8 +112,11 @@ def _abort_summary(
     notes = []
     if younger:
         notes.append(f"{younger} younger {'one' if younger == 1 else 'ones'} spared")
-    if other:
-        notes.append(f"{other} other{'' if other == 1 else 's'} spared")
+    if resumable:
+        notes.append(
+            f"{resumable} resumable from this machine's journal spared; "
+            "run the same upload again to finish it, or pass --include-resumable"
+        )
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 

@@ -198,9 +198,13 @@ def config_from_args(
     """
     env = os.environ if environ is None else environ
     overrides = flag_overrides(args)
+    endpoint = overrides.get("endpoint_url") or next(
+        (env[v] for v in _ENV_SOURCES["endpoint_url"] if env.get(v, "").strip()), None
+    )
+    if endpoint is not None:
+        # Before the config (which refuses it too), to name the flag or variable.
+        check_endpoint_url(endpoint.strip(), _source("endpoint_url", overrides, env))
     cfg = TransferConfig.from_env(env, **overrides)
-    if cfg.endpoint_url is not None:
-        check_endpoint_url(cfg.endpoint_url, _source("endpoint_url", overrides, env))
     if cfg.profile:
         check_profile(cfg.profile, _source("profile", overrides, env), env)
     return cfg

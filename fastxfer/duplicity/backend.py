@@ -281,7 +281,9 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
                     if file_naming.parse(os.fsencode(str(u["Key"])[len(prefix) :])) is not None
                 }
             )
-            await _all([tm.abort_incomplete_uploads(bucket, k) for k in keys])
+            await _all(
+                [tm.abort_incomplete_uploads(bucket, k, include_resumable=True) for k in keys]
+            )
             return len(keys)
 
         try:

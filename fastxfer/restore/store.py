@@ -24,16 +24,6 @@ from fastxfer.errors import UsageError
 from fastxfer.restore.model import ObjectRecord, ObjectState
 from fastxfer.state import StateDB
 
-_ERRORS_TABLE = """
-    CREATE TABLE IF NOT EXISTS restore_errors (
-        job_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        error TEXT NOT NULL,
-        PRIMARY KEY (job_id, seq),
-        FOREIGN KEY (job_id, seq) REFERENCES restore_objects (job_id, seq) ON DELETE CASCADE
-    )
-"""
-
 
 def job_id(spec: Mapping[str, Any]) -> str:
     """A stable id for the job identified by ``spec`` (``RestoreOptions.spec()``)."""
@@ -54,11 +44,6 @@ class RestoreStore:
         else:
             self.db, self._owned = StateDB.open(db), True
         self.path = self.db.path
-        try:
-            self.db.execute(_ERRORS_TABLE)
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         if self._owned:
