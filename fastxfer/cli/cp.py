@@ -498,6 +498,7 @@ def _transfer_json(job: CopyJob, r: TransferStats) -> dict[str, Any]:
         "local": job.local,
         "url": job.url,
         "bytes": r.bytes_done,
+        "bytes_resumed": r.bytes_resumed,
         "seconds": round(r.elapsed or 0.0, 4),
         "etag": r.etag,
         "crc64nvme": r.checksum,
