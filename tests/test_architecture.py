@@ -44,6 +44,20 @@ def test_imports_point_down_and_have_no_cycles() -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
+def test_no_import_cycle_anywhere() -> None:
+    """Also inside packages, which the layers contract does not look into."""
+    import grimp
+
+    graph = grimp.build_graph("fastxfer", exclude_type_checking_imports=True)
+    cycles = [
+        (module, imported)
+        for module in sorted(graph.modules)
+        for imported in sorted(graph.find_modules_directly_imported_by(module))
+        if imported.startswith("fastxfer") and graph.chain_exists(imported, module)
+    ]
+    assert not cycles
+
+
 def test_every_module_is_under_800_lines() -> None:
     too_long = {
         str(p.relative_to(ROOT)): n

@@ -12,9 +12,10 @@ from enum import StrEnum
 from typing import Final
 
 from fastxfer.errors import InvalidConfig
+from fastxfer.limits import MAX_LIST_PAGE
 from fastxfer.storage_class import ARCHIVE_CLASSES, parse_restore_header
 
-LIST_PAGE_SIZE: Final = 1000
+LIST_PAGE_SIZE: Final = MAX_LIST_PAGE
 """Objects reported per ListObjectsV2 request (the S3 maximum)."""
 GB: Final = 1024**3
 """AWS bills per GB of 2**30 bytes."""
