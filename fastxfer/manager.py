@@ -21,7 +21,7 @@ from fastxfer.clock import Clock, SystemClock
 from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.copy import CopyJob, run_copy
 from fastxfer.download import run_download
-from fastxfer.errors import FastxferError, InvalidConfig, translate
+from fastxfer.errors import FastxferError, InvalidConfig, S3Error, translate
 from fastxfer.pacing import PacerStats
 from fastxfer.progress import Subscriber
 from fastxfer.session import DeleteFailure, ObjectInfo, Session
@@ -387,6 +387,28 @@ class TransferManager:
                     )
                 )
         return plan.abort
+
+    async def get_lifecycle(self, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules ([] when it has none)."""
+        try:
+            r = await self.session.request(
+                "get_bucket_lifecycle_configuration", bucket=bucket, what="GET lifecycle"
+            )
+        except S3Error as exc:
+            if exc.code == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        return list(r.get("Rules", []) or [])
+
+    async def put_lifecycle(self, bucket: str, rules: list[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle rules with ``rules`` (merge first: see
+        :func:`fastxfer.archive.merge_rules`)."""
+        await self.session.request(
+            "put_bucket_lifecycle_configuration",
+            bucket=bucket,
+            what="PUT lifecycle",
+            LifecycleConfiguration={"Rules": rules},
+        )
 
     async def bucket_exists(self, bucket: str) -> None:
         """Raise NoSuchBucket / AccessDenied / BadCredentials unless the bucket is usable."""

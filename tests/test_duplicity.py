@@ -719,3 +719,81 @@ def test_deep_archive_backup_and_batch_thaw(
         dup.url,
     )
     assert dup.leftovers() == []
+
+
+def test_archive_keep_full_then_restore_the_oldest_chain(
+    moto_dup: Dup, moto_server: RealisticMotoServer, moto_s3: Any, source: str, work_dir: str
+) -> None:
+    """Issue #12: three full chains; `archive --keep-full 1` moves exactly the older
+    chains' volumes with no GET of data; the oldest chain still restores, thawed in
+    one batch; a full backup with FASTXFER_ARCHIVE_KEEP_FULL archives on its own."""
+    from fastxfer.cli import main as fastxfer_main
+
+    dup = moto_dup
+    common = ["--no-encryption", "--name", "arch", "--volsize", "1"]
+    trees = []
+    for i in range(3):
+        with open(os.path.join(source, "round.txt"), "w") as f:
+            f.write(f"round {i}\n" * 1000)
+        trees.append(tree(source))
+        dup.run("full", *common, "--archive-dir", os.path.join(work_dir, "c"), source, dup.url)
+    before = keys(moto_s3, dup.bucket)
+    fulls = sorted({re.search(r"duplicity-full\.([^.]+)\.", k)[1] for k in before if "full." in k})
+    assert len(fulls) == 3
+    oldest_volumes = {k for k in before if VOLUME.search(k) and fulls[0] in k}
+    middle_volumes = {k for k in before if VOLUME.search(k) and fulls[1] in k}
+
+    moto_server.reset_counts()
+    env = dict(dup.env)
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FASTXFER_STATE"):
+            if k in env:
+                mp.setenv(k, env[k])
+        mp.setenv("AWS_ENDPOINT_URL", dup.endpoint)
+        url = f"s3://{dup.bucket}/{dup.prefix}/"
+        assert fastxfer_main(["archive", url, "--keep-full", "1"]) == 0
+    counts = moto_server.counts()
+    assert counts.get("GetObject", 0) == 0  # nothing read
+    after = keys(moto_s3, dup.bucket)
+    archived = {k for k, c in after.items() if c == "DEEP_ARCHIVE"}
+    assert archived == oldest_volumes | middle_volumes
+    assert all(c == "STANDARD" for k, c in after.items() if not VOLUME.search(k))
+
+    # collection-status with an empty cache still works (it reads no volume).
+    r = dup.run(
+        "collection-status", *common, "--archive-dir", os.path.join(work_dir, "e1"), dup.url
+    )
+    assert "Full" in r.stdout
+
+    # The oldest chain restores end to end, thawed in one batch.
+    moto_server.reset_counts()
+    restored = os.path.join(work_dir, "restored-oldest")
+    r = dup.run(
+        "restore",
+        *common,
+        "--archive-dir",
+        os.path.join(work_dir, "e2"),
+        "--time",
+        fulls[0],
+        dup.url,
+        restored,
+    )
+    assert tree(restored) == trees[0]
+    restores = moto_server.counts().get("RestoreObject", 0)
+    assert restores == len(oldest_volumes)
+
+    # An incremental with an empty cache reads manifests and signatures only.
+    with open(os.path.join(source, "incremental.txt"), "w") as f:
+        f.write("new\n")
+    dup.run("incremental", *common, "--archive-dir", os.path.join(work_dir, "e3"), source, dup.url)
+
+    # FASTXFER_ARCHIVE_KEEP_FULL: a fourth full archives the third chain by itself.
+    dup.env["FASTXFER_ARCHIVE_KEEP_FULL"] = "1"
+    dup.run("full", *common, "--archive-dir", os.path.join(work_dir, "c"), source, dup.url)
+    final = keys(moto_s3, dup.bucket)
+    third = {k for k in final if VOLUME.search(k) and fulls[2] in k}
+    assert third
+    assert all(final[k] == "DEEP_ARCHIVE" for k in third)
+    newest = {k for k in final if VOLUME.search(k) and not any(t in k for t in fulls)}
+    assert newest
+    assert all(final[k] == "STANDARD" for k in newest)

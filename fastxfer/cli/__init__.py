@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fastxfer.cli import admin, cp, ls, restore, serve
+from fastxfer.cli import admin, archive, cp, ls, restore, serve
 from fastxfer.cli.common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"fastxfer {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (cp, ls, restore, admin, serve):
+    for module in (cp, ls, restore, archive, admin, serve):
         module.register(sub)
     return p
 

@@ -56,6 +56,7 @@ from duplicity.errors import (  # type: ignore[import-untyped, import-not-found,
     FatalBackendException,
 )
 
+from fastxfer.archive import plan_archive, run_archive
 from fastxfer.blocking import BlockingRestoreJob, BlockingTransferManager, at_interpreter_exit
 from fastxfer.duplicity.settings import BackendSettings
 from fastxfer.duplicity.spool import Prefetcher, SpoolDir, VolumeSpool, VolumeUploadFailed
@@ -218,6 +219,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         self._listed: dict[str, ObjectInfo] = {}
         self._metadata_sizes: dict[str, int] = {}
         self._stale_checked = False
+        self._full_manifest_uploaded = False
         self._shut = False
         at_interpreter_exit(_shutdown_at_exit(weakref.ref(self)))
         try:
@@ -263,6 +265,9 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         except FastxferError as exc:
             self._raise(exc, f"upload of {name}")
         self._metadata_sizes[name] = size
+        parsed = file_naming.parse(remote_filename)
+        if parsed is not None and parsed.type == "full" and parsed.manifest:
+            self._full_manifest_uploaded = True
 
     def _abort_stale_uploads(self) -> None:
         """Once per run, before the first volume: abort incomplete multipart uploads of
@@ -551,7 +556,37 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
             )
         if self.prefetch.started_total:
             log.Info(f"fastxfer: {self.prefetch.started_total} file(s) downloaded ahead of reads")
-        self._shutdown(cancel=False)
+        try:
+            self._archive_after_full()
+        finally:
+            self._shutdown(cancel=False)
+
+    def _archive_after_full(self) -> None:
+        """FASTXFER_ARCHIVE_KEEP_FULL: after a full backup, move older chains' volumes."""
+        keep = self.settings.archive_keep_full
+        if keep is None or not self._full_manifest_uploaded:
+            return
+        target = self.settings.archive_class
+        prefix, bucket = self.prefix, self.bucket
+
+        async def run(tm: TransferManager) -> tuple[int, int]:
+            listing = [o async for o in tm.list_objects(bucket, prefix)]
+            plan = plan_archive(listing, target, keep_full=keep)
+            result = await run_archive(tm, plan)
+            for key, err in result.failed:
+                log.Warn(f"fastxfer: archiving {key} failed: {err}")
+            return result.moved, len(result.failed)
+
+        try:
+            moved, failed = self._xfer.call(run)
+        except FastxferError as exc:
+            # The backup itself succeeded: say so, and why archiving did not.
+            log.Warn(f"fastxfer: archiving older chains failed: {exc}")
+            return
+        log.Notice(
+            f"fastxfer: archived {moved} volume(s) of chains older than the newest {keep} "
+            f"full backup(s) to {target}" + (f"; {failed} failed" if failed else "")
+        )
 
     def _shutdown(self, *, cancel: bool) -> None:
         """Stop everything (cancelling unfinished uploads if ``cancel``), remove the spool."""

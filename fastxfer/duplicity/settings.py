@@ -13,6 +13,8 @@ request caps...), the backend's own ones here:
 | `FASTXFER_RESTORE_DAYS` | days a thawed copy stays readable (7) |
 | `FASTXFER_POLL_INTERVAL` | time between thaw checks, e.g. `30s`, `15m` (from the tier) |
 | `FASTXFER_RESTORE_STATE` | restore state file (fastxfer's state file in the user cache) |
+| `FASTXFER_ARCHIVE_KEEP_FULL` | after a full backup, archive chains older than the newest N (off) |
+| `FASTXFER_ARCHIVE_CLASS` | the class they move to (DEEP_ARCHIVE) |
 
 A bad value raises :class:`~fastxfer.errors.InvalidConfig` naming the variable.
 """
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastxfer.config import TransferConfig
+from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.errors import InvalidConfig
 from fastxfer.limits import GiB
 from fastxfer.restore import RestoreTier, parse_duration
@@ -41,6 +43,8 @@ BACKEND_VARIABLES = (
     "FASTXFER_RESTORE_DAYS",
     "FASTXFER_POLL_INTERVAL",
     "FASTXFER_RESTORE_STATE",
+    "FASTXFER_ARCHIVE_KEEP_FULL",
+    "FASTXFER_ARCHIVE_CLASS",
 )
 
 
@@ -59,6 +63,9 @@ class BackendSettings:
     """Seconds between thaw checks (None: from the tier and storage class)."""
     restore_state: str | None = None
     """Restore state file (None: fastxfer's default state file)."""
+    archive_keep_full: int | None = None
+    """After a successful full backup, archive chains older than the newest N (None: off)."""
+    archive_class: str = "DEEP_ARCHIVE"
 
     @classmethod
     def from_env(
@@ -104,6 +111,12 @@ class BackendSettings:
             values["poll_interval"] = checked("FASTXFER_POLL_INTERVAL", parse_duration, raw)
         if (raw := get("FASTXFER_RESTORE_STATE")) is not None:
             values["restore_state"] = os.path.abspath(os.path.expanduser(raw))
+        if (raw := get("FASTXFER_ARCHIVE_KEEP_FULL")) is not None:
+            values["archive_keep_full"] = checked(
+                "FASTXFER_ARCHIVE_KEEP_FULL", lambda r: _positive_int(r, 1, 10_000), raw
+            )
+        if (raw := get("FASTXFER_ARCHIVE_CLASS")) is not None:
+            values["archive_class"] = checked("FASTXFER_ARCHIVE_CLASS", validate_storage_class, raw)
         return cls(transfer=transfer, **values)
 
 
