@@ -25,8 +25,8 @@ from fastxfer.errors import (
     UsageError,
 )
 from fastxfer.manager import ManagerStats, TransferManager
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.progress import BaseSubscriber, ProgressEvent, Subscriber
-from fastxfer.session import ObjectInfo
 from fastxfer.transfer import TransferHandle, TransferStats
 from fastxfer.version import __version__
 

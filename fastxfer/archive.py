@@ -30,9 +30,11 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 
+from fastxfer.config import TransferConfig
 from fastxfer.errors import FastxferError, InvalidConfig
 from fastxfer.manager import TransferManager
-from fastxfer.session import ObjectInfo
+from fastxfer.objectinfo import ObjectInfo
+from fastxfer.planning import copy_part_size
 
 GB: Final = 1024**3
 """AWS bills per GB of 2**30 bytes."""
@@ -105,7 +107,18 @@ def duplicity_chains(objects: Iterable[ObjectInfo]) -> tuple[list[Chain], list[O
         (chain.volumes if f.volume is not None else chain.metadata).append(o)
         chain.end_time = max(chain.end_time, f.end)
         by_end[f.end] = chain
-    return sorted(chains.values(), key=lambda c: c.full_time), orphans
+    # A full without its manifest was interrupted: duplicity does not count it as a
+    # backup (it resumes or replaces it), so neither does archiving.
+    complete = [c for c in chains.values() if any(_is_manifest(o.key) for o in c.metadata)]
+    for c in chains.values():
+        if c not in complete:
+            orphans += c.volumes + c.metadata
+    return sorted(complete, key=lambda c: c.full_time), orphans
+
+
+def _is_manifest(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return ".manifest" in name and "duplicity-full." in name
 
 
 @dataclass(slots=True)
@@ -209,27 +222,47 @@ class ArchiveCost:
 
 
 def estimate_archive(
-    plan: ArchivePlan, prices: ArchivePrices, *, delete_after_days: float | None = None
+    plan: ArchivePlan,
+    prices: ArchivePrices,
+    cfg: TransferConfig,
+    *,
+    delete_after_days: float | None = None,
+    expiration: Mapping[str, int] | None = None,
+    now: datetime | None = None,
 ) -> ArchiveCost:
     """Requests, monthly saving, and the early-deletion charge of a retention.
 
-    ``delete_after_days``: when a retention (``--delete-after``, a lifecycle
-    expiration) deletes the objects, counted from now.  One copy request per
-    object up to 5 GiB; larger ones take a CreateMultipartUpload, one
-    UploadPartCopy per part and a Complete (counted as parts of 1 GiB).
+    ``delete_after_days``: your retention, counted from each backup's time
+    (``remove-older-than``): an object already ``a`` days old is deleted
+    ``delete_after_days - a`` days after it moves.  ``expiration``: lifecycle
+    Expiration days per key; a copy starts that clock again, so the object
+    lives that long after the move.  The requests are the ones the move
+    sends: a HEAD per object, then one CopyObject up to ``copy_threshold``,
+    else CreateMultipartUpload, one UploadPartCopy per part and a Complete.
     """
     target = plan.target
-    gb = plan.bytes / GB
-    requests = sum(1 if o.size <= 5 * GB else 2 + -(-o.size // GB) for o in plan.move)
     storage = prices.storage_per_gb_month
-    saving = sum(
-        (storage.get(o.storage_class, storage["STANDARD"]) - storage[target]) * o.size / GB
-        for o in plan.move
-    )
     minimum = int(prices.minimum_storage_days.get(target, 0))
+    moment = now or datetime.now(UTC)
+    requests = 0
+    saving = 0.0
     early = 0.0
-    if delete_after_days is not None and delete_after_days < minimum:
-        early = gb * storage[target] * (minimum - delete_after_days) / 30.0
+    for o in plan.move:
+        requests += 1  # HEAD
+        if o.size <= cfg.copy_threshold:
+            requests += 1
+        else:
+            requests += 2 + -(-o.size // copy_part_size(o.size, cfg))
+        gb = o.size / GB
+        saving += (storage.get(o.storage_class, storage["STANDARD"]) - storage[target]) * gb
+        lives: list[float] = []
+        if delete_after_days is not None:
+            age = (moment - o.last_modified).total_seconds() / 86400 if o.last_modified else 0.0
+            lives.append(delete_after_days - age)
+        if expiration and o.key in expiration:
+            lives.append(float(expiration[o.key]))
+        if lives and min(lives) < minimum:
+            early += gb * storage[target] * (minimum - max(0.0, min(lives))) / 30.0
     return ArchiveCost(
         objects=len(plan.move),
         bytes=plan.bytes,
@@ -317,14 +350,19 @@ def merge_rules(
     return [dict(r) for r in existing if r.get("ID") not in ids] + [dict(r) for r in new]
 
 
-def expiration_days(rules: Sequence[Mapping[str, Any]], key_prefix: str) -> int | None:
-    """The shortest Expiration (days) of an enabled rule whose prefix covers ``key_prefix``."""
-    days: list[int] = []
+def expiration_days(rules: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, int]:
+    """Key -> the shortest Expiration (days) of an enabled rule whose prefix covers it
+    (keys no rule expires are left out)."""
+    expiring: list[tuple[str, int]] = []
     for r in rules:
-        if r.get("Status") != "Enabled" or "Expiration" not in r:
+        if r.get("Status") != "Enabled" or "Days" not in (r.get("Expiration") or {}):
             continue
         flt = r.get("Filter") or {}
-        prefix = flt.get("Prefix", r.get("Prefix", ""))
-        if key_prefix.startswith(prefix) and "Days" in r["Expiration"]:
-            days.append(int(r["Expiration"]["Days"]))
-    return min(days) if days else None
+        prefix = flt.get("Prefix", (flt.get("And") or {}).get("Prefix", r.get("Prefix", "")))
+        expiring.append((str(prefix or ""), int(r["Expiration"]["Days"])))
+    out: dict[str, int] = {}
+    for key in keys:
+        days = [d for prefix, d in expiring if key.startswith(prefix)]
+        if days:
+            out[key] = min(days)
+    return out

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastxfer.budget import Priority
 from fastxfer.errors import first_error
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import copy_part_size
-from fastxfer.session import ObjectInfo
 from fastxfer.shielded import run_cleanup
 
 if TYPE_CHECKING:

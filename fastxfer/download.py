@@ -27,8 +27,9 @@ from fastxfer.errors import (
     first_error,
     translate,
 )
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import range_size
-from fastxfer.session import ObjectInfo, transport_errors
+from fastxfer.session import transport_errors
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:

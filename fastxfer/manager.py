@@ -22,9 +22,10 @@ from fastxfer.config import TransferConfig, validate_storage_class
 from fastxfer.copy import CopyJob, run_copy
 from fastxfer.download import run_download
 from fastxfer.errors import FastxferError, InvalidConfig, S3Error, translate
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.pacing import PacerStats
 from fastxfer.progress import Subscriber
-from fastxfer.session import DeleteFailure, ObjectInfo, Session
+from fastxfer.session import DeleteFailure, Session
 from fastxfer.stream import Writer, run_stream
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
 from fastxfer.upload import UploadJob, UploadSource, run_upload

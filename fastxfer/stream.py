@@ -22,6 +22,7 @@ from fastxfer import integrity
 from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import IntegrityError, first_error, translate
 from fastxfer.session import transport_errors
+from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from fastxfer.session import Session
@@ -58,10 +59,14 @@ async def run_stream(
             fut = ready[index] = loop.create_future()
         return fut
 
+    bw = session.bandwidth
+    chunk = cfg.io_chunk_size if bw is None else min(cfg.io_chunk_size, CHUNK_SIZE)
+
     async def fetch(index: int, buf: Buffer) -> None:
         start = index * part
         end = min(size, start + part)
         pos, attempt = start, 0
+        conn = bw.new_connection_bucket() if bw is not None else None
         try:
             while pos < end:
                 try:
@@ -74,9 +79,11 @@ async def run_stream(
                         info.check_same_object(resp)
                         stream = resp["Body"]
                         while pos < end:
-                            data = await stream.read(min(cfg.io_chunk_size, end - pos))
+                            data = await stream.read(min(chunk, end - pos))
                             if not data:
                                 break
+                            if bw is not None:  # caps apply where the bytes arrive
+                                await bw.acquire(len(data), "down", conn)
                             if pos + len(data) > end:
                                 raise IntegrityError(f"s3://{bucket}/{key}: too many bytes")
                             buf[pos - start : pos - start + len(data)] = data

@@ -36,8 +36,8 @@ from fastxfer.errors import FastxferError, LocalFileError, translate
 from fastxfer.filters import Filters
 from fastxfer.localpath import is_folder_marker, map_keys
 from fastxfer.manager import TransferManager
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.progress import Subscriber
-from fastxfer.session import ObjectInfo
 from fastxfer.transfer import TransferHandle
 
 Mode = Literal["mtime", "size", "checksum"]

@@ -30,8 +30,8 @@ from fastxfer.errors import (
 )
 from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
+from fastxfer.objectinfo import MTIME_KEY, format_mtime
 from fastxfer.planning import fit_part_size
-from fastxfer.session import MTIME_KEY, format_mtime
 from fastxfer.shielded import run_cleanup
 from fastxfer.tokenbucket import CHUNK_SIZE
 

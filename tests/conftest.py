@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -18,7 +19,15 @@ from fastxfer.testing.moto_server import RealisticMotoServer
 
 
 def _tmpfs() -> str | None:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    """/dev/shm when it is writable and roomy (containers often give it 64 MiB),
+    else None: the default temp directory."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        return None
+    return shm if shutil.disk_usage(shm).free >= 2 * 1024**3 else None
+
+
+tmpfs_dir = _tmpfs
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +23,8 @@ from fastxfer.archive import (
     plan_archive,
     run_archive,
 )
-from fastxfer.session import ObjectInfo
+from fastxfer.objectinfo import ObjectInfo
+from fastxfer.planning import copy_part_size
 
 T1, T2, T3, T4, T5 = (f"2026010{i}T000000Z" for i in range(1, 6))
 
@@ -80,6 +84,18 @@ def test_chains_group_fulls_and_their_incrementals() -> None:
     assert len(orphans) == 1  # an incremental without its full is left alone
 
 
+def test_an_interrupted_full_is_not_a_chain_and_never_shields_older_ones() -> None:
+    """A full whose manifest never landed (a killed run) must not count as the newest
+    backup: keep_full=1 keeps the newest COMPLETE chain, and moves nothing of T5."""
+    names = [n for n in NAMES if T5 not in n] + [f"duplicity-full.{T5}.vol1.difftar.gpg"]
+    chains, orphans = duplicity_chains(info("p/" + n) for n in names)
+    assert [c.full_time for c in chains] == [T1, T3]
+    assert [o.key for o in orphans] == [f"p/duplicity-full.{T5}.vol1.difftar.gpg"]
+    plan = plan_archive([info("p/" + n) for n in names], "DEEP_ARCHIVE", keep_full=1)
+    assert [c.full_time for c in plan.kept_chains] == [T3]
+    assert all(T1 in o.key for o in plan.move)
+
+
 def test_keep_full_moves_only_older_chains_volumes() -> None:
     objects = [info("p/" + n) for n in NAMES]
     objects[0] = info(objects[0].key, storage_class="DEEP_ARCHIVE")  # moved before
@@ -108,16 +124,28 @@ def test_older_than_for_plain_prefixes_spares_duplicity_metadata() -> None:
 
 def test_costs_saving_and_early_deletion() -> None:
     prices = ArchivePrices.load()
-    plan = plan_archive([info("a", size=2**40, days=200)], "DEEP_ARCHIVE", older_than_days=1)
-    cost = estimate_archive(plan, prices, delete_after_days=120)
-    assert cost.copy_requests == 2 + 1024  # a multipart copy of 1 TiB in parts of 1 GiB
+    cfg = TransferConfig(max_concurrency=32)
+    moment = datetime(2026, 3, 1, tzinfo=UTC)
+    big = info("a", size=2**40, days=200)
+    plan = plan_archive([big], "DEEP_ARCHIVE", older_than_days=1, now=moment)
+    cost = estimate_archive(plan, prices, cfg, now=moment)
+    parts = -(-(2**40) // copy_part_size(2**40, cfg))
+    assert cost.copy_requests == 1 + 2 + parts  # HEAD, create, parts, complete
     assert cost.minimum_days == 180
     per_gb = prices.storage_per_gb_month
-    assert cost.monthly_saving == pytest.approx(
-        1024 * (per_gb["STANDARD"] - per_gb["DEEP_ARCHIVE"])
+    saving = 1024 * (per_gb["STANDARD"] - per_gb["DEEP_ARCHIVE"])
+    assert cost.monthly_saving == pytest.approx(saving)
+    assert cost.early_deletion_charge == 0
+    # Retention counted from the backup's time: 200 days old, deleted at 300 -> 100 more days.
+    early = estimate_archive(plan, prices, cfg, delete_after_days=300, now=moment)
+    assert early.early_deletion_charge == pytest.approx(1024 * per_gb["DEEP_ARCHIVE"] * 80 / 30)
+    assert (
+        estimate_archive(plan, prices, cfg, delete_after_days=400, now=moment).early_deletion_charge
+        == 0
     )
-    assert cost.early_deletion_charge == pytest.approx(1024 * per_gb["DEEP_ARCHIVE"] * 60 / 30)
-    assert estimate_archive(plan, prices, delete_after_days=365).early_deletion_charge == 0
+    # A lifecycle Expiration restarts with the copy: 100 days after the move.
+    exp = estimate_archive(plan, prices, cfg, expiration={"a": 100}, now=moment)
+    assert exp.early_deletion_charge == pytest.approx(1024 * per_gb["DEEP_ARCHIVE"] * 80 / 30)
 
 
 def test_lifecycle_rules_fit_the_layout_and_merge() -> None:
@@ -140,18 +168,33 @@ def test_lifecycle_rules_fit_the_layout_and_merge() -> None:
     ]
     merged = merge_rules(existing, new)
     assert [r["ID"] for r in merged] == ["keep-mine", new[0]["ID"], new[1]["ID"]]
-    assert expiration_days(merged, "logs/x") == 30
-    assert expiration_days(merged, "p/x") is None
+    assert expiration_days(merged, ["logs/x", "p/x"]) == {"logs/x": 30}
+    # A rule on a deeper prefix (the layout `lifecycle` recommends) applies to its keys.
+    deeper = [
+        {
+            "ID": "v",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "p/archive/"},
+            "Expiration": {"Days": 60},
+        }
+    ]
+    assert expiration_days(deeper, ["p/archive/v1", "p/man"]) == {"p/archive/v1": 60}
 
 
 async def test_archive_on_the_server_moves_older_chains_and_reads_no_data(
     moto_config: Callable[..., TransferConfig], moto_bucket: str, moto_s3: Any
 ) -> None:
+    big = f"duplicity-full.{T1}.vol2.difftar.gpg"
     for n in NAMES:
-        moto_s3.put_object(Bucket=moto_bucket, Key="bk/" + n, Body=n.encode())
-    async with TransferManager(moto_config()) as tm:
+        body = os.urandom(12 * 1024 * 1024) if n == big else n.encode()
+        moto_s3.put_object(Bucket=moto_bucket, Key="bk/" + n, Body=body)
+    before = moto_s3.get_object(Bucket=moto_bucket, Key="bk/" + big)["Body"].read()
+    # A small single-copy limit: the big volume goes by UploadPartCopy.
+    cfg = moto_config(copy_threshold=5 * 1024 * 1024, part_size=5 * 1024 * 1024)
+    async with TransferManager(cfg) as tm:
         listing = [o async for o in tm.list_objects(moto_bucket, "bk/")]
         plan = plan_archive(listing, "DEEP_ARCHIVE", keep_full=1)
+        estimate = estimate_archive(plan, ArchivePrices.load(), cfg)
         result = await run_archive(tm, plan)
         again = plan_archive(
             [o async for o in tm.list_objects(moto_bucket, "bk/")], "DEEP_ARCHIVE", keep_full=1
@@ -159,10 +202,22 @@ async def test_archive_on_the_server_moves_older_chains_and_reads_no_data(
     assert result.moved == 5
     assert result.failed == []
     assert "get_object" not in result.requests  # no data read
-    assert result.requests["copy_object"] == 5
+    assert result.requests["copy_object"] == 4
+    assert result.requests["upload_part_copy"] >= 2
+    assert sum(result.requests.values()) == estimate.copy_requests  # the dry run's count
+    # The big one kept its bytes (restore it on moto to read it back).
+    moto_s3.restore_object(Bucket=moto_bucket, Key="bk/" + big, RestoreRequest={"Days": 1})
     assert again.move == []  # a rerun is a no-op
     assert again.already == 5
     for n in NAMES:
         sc = moto_s3.head_object(Bucket=moto_bucket, Key="bk/" + n).get("StorageClass", "STANDARD")
         is_old_volume = ".difftar" in n and T5 not in n
         assert sc == ("DEEP_ARCHIVE" if is_old_volume else "STANDARD"), n
+    deadline = time.monotonic() + 30
+    while True:
+        head = moto_s3.head_object(Bucket=moto_bucket, Key="bk/" + big)
+        if 'ongoing-request="false"' in head.get("Restore", ""):
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert moto_s3.get_object(Bucket=moto_bucket, Key="bk/" + big)["Body"].read() == before

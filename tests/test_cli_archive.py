@@ -73,7 +73,7 @@ def test_early_deletion_is_refused_unless_accepted(
     code = main(["archive", url, "--keep-full", "1", "--delete-after", "120d"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "minimum of 180" in err
+    assert "minimum storage duration of 180 days" in err
     assert "early-deletion" in err
     assert set(classes(moto_s3, moto_bucket).values()) == {"STANDARD"}
     # An Expiration rule on the bucket counts as the retention too.

@@ -216,7 +216,9 @@ async def test_cancelled_upload_is_aborted(
     write_random(src, 200 * MiB)
     async with TransferManager(make_config(max_concurrency=2, part_size=5 * MiB)) as tm:
         h = tm.upload(src, bucket, "cancelled")
+        deadline = asyncio.get_running_loop().time() + 60
         while h.stats().parts_done < 2:
+            assert asyncio.get_running_loop().time() < deadline, "no part was sent"
             await asyncio.sleep(0.01)
         assert h.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -235,7 +237,9 @@ async def test_cancelled_download_leaves_no_file(
         await tm.upload(src, bucket, "big")
         dst = os.path.join(work_dir, "dst")
         h = tm.download(bucket, "big", dst)
+        deadline = asyncio.get_running_loop().time() + 60
         while h.stats().bytes_done < 10 * MiB:
+            assert asyncio.get_running_loop().time() < deadline, "no bytes arrived"
             await asyncio.sleep(0.005)
         h.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -27,6 +27,7 @@ from fastxfer import (
     UsageError,
 )
 from fastxfer.cli import main as cli_main
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import download_get_count
 from fastxfer.restore import (
     DAY,
@@ -47,7 +48,7 @@ from fastxfer.restore import (
     parse_restore_header,
     summarize_estimate,
 )
-from fastxfer.session import ObjectInfo, Session
+from fastxfer.session import Session
 from fastxfer.testing import FakeClock
 from fastxfer.testing.moto_server import RealisticMotoServer
 from fastxfer.transfer import TransferHandle

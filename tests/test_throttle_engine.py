@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import tmpfs_dir
 
 from fastxfer import BaseSubscriber, ProgressEvent, TransferConfig, TransferManager
 from fastxfer.clock import SystemClock
@@ -134,7 +135,7 @@ async def test_timetable_switches_cap_mid_transfer(
 def one_upload_server() -> Iterator[LocalS3Server]:
     """rclone answering a second concurrent CreateMultipartUpload with 503 SlowDown."""
     with (
-        tempfile.TemporaryDirectory(prefix="fx-slow-", dir="/dev/shm") as root,
+        tempfile.TemporaryDirectory(prefix="fx-slow-", dir=tmpfs_dir()) as root,
         LocalS3Server(root=root, extra_args=("--multipart-max-uploads", "1")) as srv,
     ):
         yield srv

@@ -104,10 +104,10 @@ async def _archive(args: argparse.Namespace) -> int:
     async with TransferManager(cfg) as tm:
         listing = [o async for o in tm.list_objects(url.bucket, url.key)]
         plan = plan_archive(listing, target, keep_full=args.keep_full, older_than_days=older)
-        if delete_after is None:
-            expires = expiration_days(await tm.get_lifecycle(url.bucket), url.key)
-            delete_after = float(expires) if expires is not None else None
-        cost = estimate_archive(plan, prices, delete_after_days=delete_after)
+        expiring = expiration_days(await tm.get_lifecycle(url.bucket), (o.key for o in plan.move))
+        cost = estimate_archive(
+            plan, prices, cfg, delete_after_days=delete_after, expiration=expiring
+        )
         summary: dict[str, Any] = {
             "target": target,
             "objects": cost.objects,
@@ -127,9 +127,10 @@ async def _archive(args: argparse.Namespace) -> int:
         if not args.json:
             _print_plan(summary, args.dry_run)
         if cost.early_deletion_charge > 0 and not args.accept_early_deletion:
+            why = "your retention (--delete-after)" if delete_after else "a lifecycle Expiration"
             raise UsageError(
-                f"the retention deletes these objects after {delete_after:.0f} days, before "
-                f"{target}'s minimum of {cost.minimum_days}: an early-deletion charge of about "
+                f"{why} deletes some of these objects before {target}'s minimum storage "
+                f"duration of {cost.minimum_days} days: an early-deletion charge of about "
                 f"${cost.early_deletion_charge:.2f}",
                 hint="keep them longer, choose another class, or pass --accept-early-deletion",
             )

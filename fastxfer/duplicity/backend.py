@@ -56,7 +56,13 @@ from duplicity.errors import (  # type: ignore[import-untyped, import-not-found,
     FatalBackendException,
 )
 
-from fastxfer.archive import plan_archive, run_archive
+from fastxfer.archive import (
+    ArchivePrices,
+    estimate_archive,
+    expiration_days,
+    plan_archive,
+    run_archive,
+)
 from fastxfer.blocking import BlockingRestoreJob, BlockingTransferManager, at_interpreter_exit
 from fastxfer.duplicity.settings import BackendSettings
 from fastxfer.duplicity.spool import Prefetcher, SpoolDir, VolumeSpool, VolumeUploadFailed
@@ -572,6 +578,20 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         async def run(tm: TransferManager) -> tuple[int, int]:
             listing = [o async for o in tm.list_objects(bucket, prefix)]
             plan = plan_archive(listing, target, keep_full=keep)
+            expiring = expiration_days(await tm.get_lifecycle(bucket), (o.key for o in plan.move))
+            cost = estimate_archive(plan, ArchivePrices.load(), tm.config, expiration=expiring)
+            if cost.early_deletion_charge > 0:
+                log.Warn(
+                    f"fastxfer: not archiving: a lifecycle Expiration on the bucket deletes "
+                    f"volumes before {target}'s minimum of {cost.minimum_days} days (about "
+                    f"${cost.early_deletion_charge:.2f} of early-deletion charges); use "
+                    "`fastxfer archive --accept-early-deletion` if that is intended"
+                )
+                return 0, 0
+            log.Info(
+                f"fastxfer: archiving {cost.objects} volume(s) to {target}: "
+                f"{cost.copy_requests} requests, saves ${cost.monthly_saving:.4f}/month"
+            )
             result = await run_archive(tm, plan)
             for key, err in result.failed:
                 log.Warn(f"fastxfer: archiving {key} failed: {err}")

@@ -54,7 +54,8 @@ from fastxfer.transfer import TransferHandle
 if TYPE_CHECKING:
     from fastxfer.clock import Clock
     from fastxfer.config import TransferConfig
-    from fastxfer.session import ObjectInfo, Session
+    from fastxfer.objectinfo import ObjectInfo
+    from fastxfer.session import Session
 
 log = logging.getLogger("fastxfer.restore")
 
@@ -107,7 +108,8 @@ class RestoreJob:
         self.session = session
         self.options = options
         self.prices = prices
-        self.state_path = options.state_path or default_state_path()
+        # The same state file as the upload journal unless told otherwise (FASTXFER_STATE).
+        self.state_path = options.state_path or session.config.state_path or default_state_path()
         self.job_id = job_id(options.spec())
         self._start_download = start_download
         self._objs: list[ObjectRecord] = []

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from fastxfer.errors import BadCredentials, EndpointUnreachable, S3Error
+from fastxfer.objectinfo import ObjectInfo
 from fastxfer.restore.model import LIST_PAGE_SIZE, ObjectRecord, ObjectState, classify
-from fastxfer.session import ObjectInfo
 from fastxfer.storage_class import parse_restore_header
 
 if TYPE_CHECKING:
