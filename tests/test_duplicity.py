@@ -797,3 +797,35 @@ def test_archive_keep_full_then_restore_the_oldest_chain(
     newest = {k for k in final if VOLUME.search(k) and not any(t in k for t in fulls)}
     assert newest
     assert all(final[k] == "STANDARD" for k in newest)
+
+
+@pytest.mark.parametrize(
+    ("flag", "storage_class"),
+    [
+        ("s3_use_glacier", "GLACIER"),
+        ("s3_use_glacier_ir", "GLACIER_IR"),
+        ("s3_use_deep_archive", "DEEP_ARCHIVE"),
+        ("s3_use_ia", "STANDARD_IA"),
+        ("s3_use_onezone_ia", "ONEZONE_IA"),
+        ("s3_use_rrs", "REDUCED_REDUNDANCY"),
+        (None, None),
+    ],
+)
+def test_duplicity_s3_options_choose_the_volume_class(
+    flag: str | None, storage_class: str | None
+) -> None:
+    import types
+
+    from fastxfer.duplicity.backend import volume_number, volume_storage_class
+
+    cfg = types.SimpleNamespace(**({flag: True} if flag else {}))
+    assert volume_storage_class(cfg) == storage_class
+    # Only data volumes take that class; everything else is a barrier file, STANDARD.
+    assert volume_number(b"duplicity-full.20260101T000000Z.vol3.difftar.gpg") == 3
+    for other in (
+        b"duplicity-full.20260101T000000Z.manifest.gpg",
+        b"duplicity-full-signatures.20260101T000000Z.sigtar.gpg",
+        b"duplicity-inc.20260101T000000Z.to.20260102T000000Z.manifest",
+        b"duplicity-new-signatures.20260101T000000Z.to.20260102T000000Z.sigtar.gz",
+    ):
+        assert volume_number(other) is None
