@@ -39,7 +39,13 @@ _RULE_RE: Final = re.compile(
     re.I,
 )
 _SCHEDULE_HINT: Final = (
-    'e.g. "Mon-Fri 08:00-18:00 4MiB/s, otherwise unlimited" or "22:00-06:00 off"'
+    'e.g. "Mon-Fri 08:00-18:00 4MiB/s, otherwise unlimited", "22:00-06:00 off", '
+    'or rclone\'s "08:00,512K 12:00,10M 23:00,off"'
+)
+# rclone's timetable: "[Day-]HH:MM,RATE" entries separated by spaces.
+_TIMETABLE_RE: Final = re.compile(r"\d{1,2}:\d{2},")
+_ENTRY_RE: Final = re.compile(
+    r"^(?:(?P<day>[a-z]+)-)?(?P<hh>\d{1,2}):(?P<mm>\d{2}),(?P<rate>.+)$", re.I
 )
 
 
@@ -92,7 +98,10 @@ class Schedule:
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
-        """Parse e.g. ``"Sat,Sun 00:00-24:00 1MiB/s; otherwise 10MiB/s"``."""
+        """Parse e.g. ``"Sat,Sun 00:00-24:00 1MiB/s; otherwise 10MiB/s"``, or rclone's
+        timetable ``"08:00,512K 12:00,10M 23:00,off"`` (see :func:`parse_timetable`)."""
+        if _TIMETABLE_RE.search(text):
+            return parse_timetable(text)
         rules: list[ScheduleRule] = []
         default: float | None = None
         pos, stripped = 0, text.rstrip()
@@ -128,6 +137,66 @@ class Schedule:
         nxt = self._changes[i] if i < len(self._changes) else self._changes[0] + _MINUTES_PER_WEEK
         base = when.replace(second=0, microsecond=0)
         return base + datetime.timedelta(minutes=nxt - cur)
+
+
+def parse_timetable(text: str) -> Schedule:
+    """rclone's ``--bwlimit`` timetable: ``"08:00,512K 12:00,10M 23:00,off"``.
+
+    Entries ``[Day-]HH:MM,RATE`` separated by spaces.  Each sets the rate from
+    its time until the next entry; the last one of the week runs on until the
+    first (so before 08:00 above it is ``off``, from 23:00 the day before).  An
+    entry without a day applies every day (``Mon-08:00,1M`` only on Mondays);
+    at the same minute a day's own entry beats an every-day one.  Rates as
+    fastxfer reads them everywhere: ``512K`` is 512 KiB/s, a bare number is
+    bytes/s (rclone would read ``512`` as KiB/s: write the unit).  rclone's
+    ``UP:DOWN`` rate pairs are refused: use --bwlimit-up / --bwlimit-down.
+    """
+    entries: dict[int, tuple[bool, float]] = {}  # minute of week -> (has a day, rate)
+    tokens = text.replace(";", " ").split()
+    if not tokens:
+        raise _bad(text, "it is empty")
+    for token in tokens:
+        m = _ENTRY_RE.match(token)
+        if m is None:
+            raise _bad(token, "expected '[Day-]HH:MM,RATE' entries separated by spaces")
+        hh, mm = int(m.group("hh")), int(m.group("mm"))
+        if hh > 23 or mm > 59:
+            raise _bad(token, f"bad time {m.group('hh')}:{m.group('mm')} (00:00 to 23:59)")
+        rate_text = m.group("rate")
+        if ":" in rate_text:
+            raise _bad(
+                token,
+                "UP:DOWN rate pairs are not supported; use --bwlimit-up and --bwlimit-down",
+            )
+        rate = _parse_rate(rate_text, token)
+        dated = m.group("day") is not None
+        days = [_parse_day(m.group("day"), token)] if dated else range(7)
+        for day in days:
+            minute = day * _MINUTES_PER_DAY + hh * 60 + mm
+            previous = entries.get(minute)
+            if previous is not None and previous[0] == dated:
+                raise _bad(token, "two entries for the same time")
+            if previous is None or dated:
+                entries[minute] = (dated, rate)
+    starts = sorted(entries)
+    rules: list[ScheduleRule] = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else starts[0] + _MINUTES_PER_WEEK
+        rate = entries[start][1]
+        cur = start
+        while cur < end:  # one rule per day the span touches
+            day = cur // _MINUTES_PER_DAY
+            day_end = min(end, (day + 1) * _MINUTES_PER_DAY)
+            rules.append(
+                ScheduleRule(
+                    frozenset({day % 7}),
+                    cur - day * _MINUTES_PER_DAY,
+                    day_end - day * _MINUTES_PER_DAY,
+                    rate,
+                )
+            )
+            cur = day_end
+    return Schedule(tuple(rules), 0.0)
 
 
 def _minute_of_week(when: datetime.datetime) -> int:

@@ -255,7 +255,7 @@ CASES: list[Case] = [
     Case("cp-bad-url", 2, lambda c: ["cp", c.file, "s3:/nobucket"], says="malformed S3 URL"),
     Case("cp-url-no-bucket", 2, lambda c: ["cp", c.file, "s3:///k"], says="has no bucket"),
     Case("cp-bad-bucket-name", 2, lambda c: ["cp", c.file, "s3://Bad_Bucket/k"]),
-    Case("cp-two-s3-urls", 2, lambda c: ["cp", _dst(c), _dst(c)], says="not supported"),
+    Case("cp-two-s3-urls", 2, lambda c: ["cp", _dst(c), _dst(c)], says="the same object"),
     Case("cp-two-local-paths", 2, lambda c: ["cp", c.file, c.path("x")], says="s3:// URL"),
     Case("cp-dir-without-r", 2, lambda c: ["cp", c.root, _dst(c)], says="--recursive"),
     Case("cp-prefix-without-r", 2, lambda c: ["cp", f"s3://{c.bucket}/p/", c.path("x")]),

@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NoReturn, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from fastxfer.config import TransferConfig
-from fastxfer.errors import FastxferError, UsageError
+from fastxfer.errors import FastxferError, InvalidConfig, UsageError
 from fastxfer.units import parse_count, parse_rate, parse_size
+
+if TYPE_CHECKING:
+    from fastxfer.filters import Filters
 
 _T = TypeVar("_T")
 
@@ -32,11 +37,19 @@ Handler = Callable[[argparse.Namespace], int]
 """What a command runs: parsed arguments in, exit code out."""
 
 
+class CommandLineError(UsageError):
+    """The command line does not parse (unknown option, missing argument...)."""
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one clear line and exit 2."""
+    """An ArgumentParser whose errors are one clear line and exit 2.
+
+    It raises :class:`CommandLineError`; :func:`fastxfer.cli.main` prints it
+    (as a JSON error object too with ``--json``) and exits 2.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"fastxfer: error: {message}\n")
+        raise CommandLineError(message)
 
 
 Subparsers = argparse._SubParsersAction
@@ -77,6 +90,7 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
         help="trust the CAs in this PEM file (env AWS_CA_BUNDLE)",
     )
     g.add_argument("--no-verify-ssl", action="store_true", help="do not verify TLS certificates")
+    add_log_options(g)
 
 
 def add_concurrency_option(p: ArgumentContainer) -> None:
@@ -88,39 +102,79 @@ def add_concurrency_option(p: ArgumentContainer) -> None:
     )
 
 
-def add_transfer_options(p: argparse.ArgumentParser) -> None:
-    """Sizes, limits, storage class and integrity: the commands that move data."""
+SIZE_UNITS = "bare K/M/G/T and KiB/MiB/GiB are binary (8M = 8 MiB), KB/MB/GB decimal"
+"""What a size flag's --help says about its units (see fastxfer.units)."""
+
+RATE_UNITS = (
+    "bytes/s; bare K/M/G binary (8M = 8 MiB/s), KB/MB decimal, a bare number is B/s, "
+    "bits as 64Mbit/s; off = unlimited"
+)
+"""What a rate flag's --help says about its units."""
+
+
+def add_transfer_options(
+    p: argparse.ArgumentParser,
+    *,
+    integrity_flags: Sequence[str] = ("--checksum", "--integrity"),
+    rules: bool = True,
+) -> None:
+    """Sizes, limits, storage class and integrity: the commands that move data.
+
+    ``integrity_flags``: the flags naming the integrity mode (``sync`` keeps
+    ``--checksum`` for its comparison, as rclone does, and takes ``--integrity``).
+    ``rules``: offer ``--storage-class-rule``.
+    """
     g = p.add_argument_group("transfer (defaults from FASTXFER_* variables, see README)")
     add_concurrency_option(g)
-    g.add_argument("--part-size", default=None, help="multipart part size (default 16MiB)")
     g.add_argument(
-        "--multipart-threshold", default=None, help="multipart at/above this size (16MiB)"
+        "--part-size", default=None, help=f"multipart part size (default 16MiB; {SIZE_UNITS})"
     )
-    g.add_argument("--memory-limit", default=None, help="bound on part buffers in memory (512MiB)")
+    g.add_argument(
+        "--multipart-threshold",
+        default=None,
+        help="multipart at/above this size (16MiB; same units as --part-size)",
+    )
+    g.add_argument(
+        "--memory-limit",
+        default=None,
+        help="bound on part buffers in memory (512MiB; same units as --part-size)",
+    )
     g.add_argument("--storage-class", default=None, help="storage class for uploads")
+    if rules:
+        g.add_argument(
+            "--storage-class-rule",
+            action="append",
+            default=[],
+            metavar="PATTERN=CLASS",
+            help="storage class by glob or prefix/ (first match wins; repeatable). Rules see "
+            "the key relative to the destination: with DST s3://b/b1/, 'meta/=STANDARD' "
+            "matches b1/meta/... and '*.manifest=STANDARD' any .manifest file",
+        )
     g.add_argument(
-        "--storage-class-rule",
-        action="append",
-        default=[],
-        metavar="PATTERN=CLASS",
-        help="storage class by glob or prefix/ (first match wins; repeatable). Rules see "
-        "the key relative to the destination: with DST s3://b/b1/, 'meta/=STANDARD' "
-        "matches b1/meta/... and '*.manifest=STANDARD' any .manifest file",
+        "--bwlimit",
+        default=None,
+        help=f"cap on bytes/s, both directions, e.g. 8M or 4MiB/s ({RATE_UNITS}); or a "
+        'timetable, as for --bwlimit-schedule: "08:00,512K 12:00,10M 23:00,off"',
     )
-    g.add_argument("--bwlimit", default=None, help="cap on bytes/s, both directions (4MiB/s)")
-    g.add_argument("--bwlimit-up", default=None, help="cap on upload bytes/s")
-    g.add_argument("--bwlimit-down", default=None, help="cap on download bytes/s")
+    g.add_argument("--bwlimit-up", default=None, help="cap on upload bytes/s (units as --bwlimit)")
     g.add_argument(
-        "--bwlimit-per-connection", default=None, help="cap on bytes/s of each connection"
+        "--bwlimit-down", default=None, help="cap on download bytes/s (units as --bwlimit)"
+    )
+    g.add_argument(
+        "--bwlimit-per-connection",
+        default=None,
+        help="cap on bytes/s of each connection (units as --bwlimit)",
     )
     g.add_argument(
         "--bwlimit-schedule",
         default=None,
-        help='weekly timetable, e.g. "Mon-Fri 08:00-18:00 4MiB/s, otherwise off"',
+        help='timetable, weekly "Mon-Fri 08:00-18:00 4MiB/s, otherwise off" or rclone\'s '
+        '"08:00,512K 12:00,10M 23:00,off" (rates as --bwlimit)',
     )
     g.add_argument("--tps", default=None, help="cap on requests per second")
     g.add_argument(
-        "--checksum",
+        *integrity_flags,
+        dest="checksum",
         default=None,
         choices=["auto", "server", "client", "md5", "off"],
         help="integrity mode (see README; default auto)",
@@ -133,6 +187,145 @@ def add_output_options(p: argparse.ArgumentParser, *, progress: bool = False) ->
     if progress:
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    """--include / --exclude / --exclude-from, kept in command-line order (first match wins)."""
+    g = p.add_argument_group(
+        "filters (rclone's order: the first pattern that matches a path decides; "
+        "with --include only, everything else is excluded)"
+    )
+    for flag, metavar, what in (
+        ("--include", "PATTERN", "copy paths that match (glob; repeatable)"),
+        ("--exclude", "PATTERN", "skip paths that match (glob; repeatable)"),
+        ("--exclude-from", "FILE", "exclude the patterns in FILE, one a line (# comments)"),
+    ):
+        g.add_argument(
+            flag, dest="filters", action=_FilterAction, const=flag, metavar=metavar, help=what
+        )
+
+
+class _FilterAction(argparse.Action):
+    """Appends ``(flag, value)`` to one list, so the order of the command line is kept."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items += [str(self.const), str(values)]
+        setattr(namespace, self.dest, items)
+
+
+def filters_from_args(args: argparse.Namespace) -> Filters:
+    """The Filters given on the command line (bad patterns raise InvalidConfig, exit 2)."""
+    from fastxfer.filters import Filters
+
+    return Filters.parse(getattr(args, "filters", None) or [])
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOptions:
+    """Per-object settings of uploads: user metadata, Content-Type, server-side encryption."""
+
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    """None: guessed from the file name (as aws does), else none sent."""
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    @property
+    def given(self) -> list[str]:
+        """The flags that were given (for refusing them where they do not apply)."""
+        out = ["--metadata"] if self.metadata else []
+        out += ["--content-type"] if self.content_type else []
+        out += ["--sse"] if self.sse else []
+        return out + (["--sse-kms-key-id"] if self.sse_kms_key_id else [])
+
+    def content_type_for(self, name: str) -> str | None:
+        """``--content-type``, else the type guessed from ``name``'s extension."""
+        if self.content_type:
+            return self.content_type
+        import mimetypes
+
+        return mimetypes.guess_type(name, strict=False)[0]
+
+
+def add_object_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("object settings (uploads)")
+    g.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="user metadata (x-amz-meta-KEY) on every uploaded object; repeatable",
+    )
+    g.add_argument(
+        "--content-type",
+        default=None,
+        metavar="TYPE",
+        help="Content-Type of uploads (default: guessed from the file name, as aws does)",
+    )
+    g.add_argument(
+        "--sse",
+        default=None,
+        choices=["AES256", "aws:kms"],
+        help="server-side encryption of uploads",
+    )
+    g.add_argument(
+        "--sse-kms-key-id", default=None, metavar="KEY", help="KMS key for --sse aws:kms"
+    )
+
+
+_META_KEY = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def object_options_from_args(args: argparse.Namespace) -> ObjectOptions:
+    """Checked before any request: KEY=VALUE pairs, ASCII values, a KMS key only with aws:kms."""
+    metadata: dict[str, str] = {}
+    for item in getattr(args, "metadata", None) or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--metadata {item!r}: expected KEY=VALUE", hint="e.g. owner=backup")
+        if not _META_KEY.match(key):
+            raise UsageError(
+                f"--metadata {item!r}: {key!r} cannot be a metadata name",
+                hint="use letters, digits and - _ . (it becomes the header x-amz-meta-NAME)",
+            )
+        if not value.isascii() or not value.isprintable():
+            raise UsageError(
+                f"--metadata {item!r}: S3 metadata values are printable US-ASCII",
+                hint="encode the value (e.g. URL-encode it)",
+            )
+        if key.lower() in (k.lower() for k in metadata):
+            raise UsageError(f"--metadata: {key!r} given twice")
+        metadata[key] = value
+    sse = getattr(args, "sse", None)
+    kms = getattr(args, "sse_kms_key_id", None)
+    if kms and sse != "aws:kms":
+        raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+    return ObjectOptions(metadata, getattr(args, "content_type", None), sse, kms)
+
+
+def add_log_options(p: ArgumentContainer) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log every request on stderr (-vv: all botocore debug); secrets are redacted",
+    )
+    p.add_argument(
+        "--log-level",
+        default=None,
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="log level of fastxfer and botocore (debug = -vv, info = -v)",
+    )
 
 
 # -- the one place a config is built from flags -----------------------------------
@@ -159,7 +352,6 @@ _FLAGS: tuple[tuple[str, str, Callable[[Any, str], object]], ...] = (
     ("memory_limit", "memory_limit", lambda v, flag: parse_size(v, what=flag)),
     ("storage_class", "storage_class", _text),
     ("checksum", "checksum", _text),
-    ("bwlimit", "bwlimit", lambda v, flag: parse_rate(v, what=flag)),
     ("bwlimit_up", "bwlimit_up", lambda v, flag: parse_rate(v, what=flag)),
     ("bwlimit_down", "bwlimit_down", lambda v, flag: parse_rate(v, what=flag)),
     ("bwlimit_per_connection", "bwlimit_per_connection", lambda v, flag: parse_rate(v, what=flag)),
@@ -176,6 +368,11 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = given.get(dest)
         if value is not None:
             out[name] = parse(value, "--" + dest.replace("_", "-"))
+    if given.get("bwlimit") is not None:
+        field, value = _bwlimit(given["bwlimit"])
+        if field in out:
+            raise UsageError("give a timetable in --bwlimit or in --bwlimit-schedule, not both")
+        out[field] = value
     if given.get("no_verify_ssl"):
         if given.get("ca_bundle"):
             raise UsageError("give --ca-bundle or --no-verify-ssl, not both")
@@ -186,6 +383,23 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--ca-bundle: {bundle}: no such file")
         out["verify_tls"] = bundle
     return out
+
+
+_TIMETABLE_HINT = re.compile(r"\d:\d\d")
+
+
+def _bwlimit(value: str) -> tuple[str, Any]:
+    """``--bwlimit``: a rate (``8M``), or a timetable as rclone takes it there
+    (``"08:00,512K 12:00,10M 23:00,off"``, or the weekly form)."""
+    if not _TIMETABLE_HINT.search(value):
+        return "bwlimit", parse_rate(value, what="--bwlimit")
+    from fastxfer.bandwidth import Schedule
+
+    try:
+        Schedule.parse(value)
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"--bwlimit: {exc.message}", hint=exc.hint) from None
+    return "bwlimit_schedule", value
 
 
 def config_from_args(
@@ -408,24 +622,55 @@ def warn(message: str) -> None:
     print(f"fastxfer: {one_line(message)}", file=sys.stderr)
 
 
-def report_error(exc: FastxferError) -> int:
+@dataclass(frozen=True, slots=True)
+class JsonErrors:
+    """Whether a failure is also printed as ``{"error": ..., "exit": N}`` (``--json``),
+    and where: stdout, or stderr when stdout carries data (``cp s3://b/k -``)."""
+
+    enabled: bool = False
+    to_stderr: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> JsonErrors:
+        return cls(bool(getattr(args, "json", False)), getattr(args, "dst", None) == "-")
+
+    def emit(self, message: str, exit_code: int, **extra: Any) -> None:
+        if self.enabled:
+            import json
+
+            record = {"error": message, "exit": exit_code, **extra}
+            print(json.dumps(record), file=sys.stderr if self.to_stderr else sys.stdout)
+
+
+def report_error(exc: FastxferError, json: JsonErrors | None = None) -> int:
     """Print ``exc`` as the one line a failed command shows; return its exit code."""
-    print(f"fastxfer: error: {one_line(str(exc))}", file=sys.stderr)
+    message = one_line(str(exc))
+    print(f"fastxfer: error: {message}", file=sys.stderr)
+    if json is not None:
+        json.emit(message, exc.exit_code, type=type(exc).__name__)
     return exc.exit_code
 
 
-def report_interrupted(exc: Interrupted | None = None, hint: str = "") -> int:
+def report_interrupted(
+    exc: Interrupted | None = None, hint: str = "", json: JsonErrors | None = None
+) -> int:
     """The one line of a command stopped by a signal; its exit code (130 for Ctrl-C)."""
     what = f" ({exc.name})" if exc is not None else ""
-    print(f"fastxfer: interrupted{what}{'; ' + hint if hint else ''}", file=sys.stderr)
-    return exc.exit_code if exc is not None else EXIT_INTERRUPTED
+    message = f"interrupted{what}{'; ' + hint if hint else ''}"
+    print(f"fastxfer: {message}", file=sys.stderr)
+    code = exc.exit_code if exc is not None else EXIT_INTERRUPTED
+    if json is not None:
+        json.emit(message, code, type="Interrupted")
+    return code
 
 
-def report_unexpected(exc: Exception) -> int:
+def report_unexpected(exc: Exception, json: JsonErrors | None = None) -> int:
     """An error fastxfer did not foresee: one line (the type and message), exit 1."""
+    message = f"unexpected {type(exc).__name__}: {one_line(str(exc))}"
     print(
-        f"fastxfer: error: unexpected {type(exc).__name__}: {one_line(str(exc))} "
-        "(please report it; FASTXFER_DEBUG=1 shows the traceback)",
+        f"fastxfer: error: {message} (please report it; FASTXFER_DEBUG=1 shows the traceback)",
         file=sys.stderr,
     )
+    if json is not None:
+        json.emit(message, EXIT_FAILED, type=type(exc).__name__)
     return EXIT_FAILED

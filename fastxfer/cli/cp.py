@@ -9,30 +9,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import stat
-import sys
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
 
 from fastxfer.cli.common import (
     EXIT_CODES_HELP,
-    EXIT_FAILED,
+    ObjectOptions,
     Parser,
     Subparsers,
     add_command,
     add_connection_options,
+    add_filter_options,
+    add_object_options,
     add_output_options,
     add_transfer_options,
     config_from_args,
+    filters_from_args,
     key_problem,
+    object_options_from_args,
     run_async,
-    shorten,
     warn,
 )
+from fastxfer.cli.outcome import (
+    CopyJob,
+    CopyOutcome,
+    Skipped,
+    print_outcome,
+    printable,
+)
+from fastxfer.cli.progress import ProgressBar, wanted
 from fastxfer.errors import (
     AccessDenied,
     BadCredentials,
@@ -42,6 +49,7 @@ from fastxfer.errors import (
     UsageError,
     translate,
 )
+from fastxfer.filters import Filters
 from fastxfer.localpath import (
     check_writable_destination,
     is_folder_marker,
@@ -49,11 +57,10 @@ from fastxfer.localpath import (
     map_keys,
 )
 from fastxfer.manager import ObjectInfo, TransferManager
-from fastxfer.progress import ProgressEvent, Subscriber
+from fastxfer.progress import Subscriber
 from fastxfer.s3url import is_s3_url, parse_s3_url
 from fastxfer.storage_class import StorageClassRule, parse_rules, resolve_storage_class
 from fastxfer.transfer import TransferStats
-from fastxfer.units import format_rate, format_size
 
 
 def register(sub: Subparsers[Parser]) -> None:
@@ -61,17 +68,22 @@ def register(sub: Subparsers[Parser]) -> None:
         sub,
         "cp",
         _cmd_cp,
-        help="copy files to or from S3",
-        description="Copy a file or (with -r) a directory tree between the local disk and S3. "
-        "With -r the contents of SRC go under DST, as with `aws s3 cp --recursive`. "
-        "What cannot be copied (a FIFO or device, a name that cannot be an S3 key, a key "
-        "that cannot be a safe local file name, keys that would land on one file) is "
-        "reported one line each, the rest is copied, and the exit status is 1.",
+        help="copy files to, from or between S3 locations",
+        description="Copy a file or (with -r) a directory tree between the local disk and S3, "
+        "or between two S3 locations (a server-side copy: no data passes through this "
+        "machine). With -r the contents of SRC go under DST, as with `aws s3 cp "
+        "--recursive`. '-' as SRC uploads stdin (`tar c dir | fastxfer cp - s3://b/k`), as "
+        "DST writes the object to stdout (`fastxfer cp s3://b/k - | tar x`). What cannot "
+        "be copied (a FIFO or device, a name that cannot be an S3 key, a key that cannot "
+        "be a safe local file name, keys that would land on one file) is reported one "
+        "line each, the rest is copied, and the exit status is 1.",
         epilog=EXIT_CODES_HELP,
     )
-    p.add_argument("src")
-    p.add_argument("dst")
+    p.add_argument("src", help="a file, a directory (-r), s3://bucket/key[/], or - for stdin")
+    p.add_argument("dst", help="a file or directory, s3://bucket/key[/], or - for stdout")
     p.add_argument("-r", "--recursive", action="store_true", help="copy a directory tree")
+    add_filter_options(p)
+    add_object_options(p)
     add_connection_options(p)
     add_transfer_options(p)
     add_output_options(p, progress=True)
@@ -80,58 +92,37 @@ def register(sub: Subparsers[Parser]) -> None:
 # -- plan ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CopyJob:
-    direction: Literal["upload", "download"]
-    local: str
-    bucket: str
-    key: str
-    size: int
-    base: str = ""
-    """The destination prefix of an upload: storage-class rules see the key without it."""
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A file or key that ``cp`` did not copy: ``name`` (a path or an s3:// URL) and why."""
-
-    name: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{printable(self.name)}: {self.reason}"
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """``text`` safe for one line of a terminal: control characters and undecodable
-    bytes escaped, the middle of a very long name elided."""
-    return shorten("".join(c if c.isprintable() else repr(c)[1:-1] for c in text), limit)
-
-
 def _as_prefix(key: str) -> str:
     return key if (key == "" or key.endswith("/")) else key + "/"
 
 
 async def plan_copy(
-    tm: TransferManager, src: str, dst: str, *, recursive: bool
+    tm: TransferManager,
+    src: str,
+    dst: str,
+    *,
+    recursive: bool,
+    filters: Filters | None = None,
 ) -> tuple[list[CopyJob], list[Skipped]]:
     """The transfers ``cp SRC DST`` makes, and what it cannot copy (reported, exit 1).
 
     Everything local is checked before the first request: the source exists
     and is a regular file or a directory (never opened here, so a FIFO cannot
     block), keys are valid S3 keys, the destination directory is writable.
+    ``filters`` (only with ``recursive``) see paths relative to SRC.
     """
-    if is_s3_url(src) and is_s3_url(dst):
-        raise UsageError("copying between two S3 locations is not supported yet")
+    flt = filters or Filters()
+    if flt and not recursive:
+        raise UsageError(
+            "--include/--exclude select files of a tree", hint="use them with --recursive (-r)"
+        )
     if not is_s3_url(src) and not is_s3_url(dst):
         raise UsageError("one of SRC and DST must be an s3:// URL")
+    if is_s3_url(src) and is_s3_url(dst):
+        return await _plan_server_copy(tm, src, dst, recursive=recursive, filters=flt)
     if is_s3_url(dst):
-        return await _plan_upload(tm, src, dst, recursive=recursive)
-    return await _plan_download(tm, src, dst, recursive=recursive)
+        return await _plan_upload(tm, src, dst, recursive=recursive, filters=flt)
+    return await _plan_download(tm, src, dst, recursive=recursive, filters=flt)
 
 
 def _stat_source(src: str) -> os.stat_result:
@@ -168,14 +159,14 @@ def _not_regular(src: str, mode: int) -> LocalFileError:
 
 
 async def _plan_upload(
-    tm: TransferManager, src: str, dst: str, *, recursive: bool
+    tm: TransferManager, src: str, dst: str, *, recursive: bool, filters: Filters
 ) -> tuple[list[CopyJob], list[Skipped]]:
     url = parse_s3_url(dst)
     st = _stat_source(src)
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
             raise UsageError(f"{src} is a directory", hint="use --recursive (-r)")
-        jobs, skipped = _walk_tree(src, url.bucket, _as_prefix(url.key))
+        jobs, skipped = _walk_tree(src, url.bucket, _as_prefix(url.key), filters)
     else:
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(src, st.st_mode)
@@ -202,12 +193,15 @@ async def _plan_upload(
     return jobs, skipped
 
 
-def _walk_tree(src: str, bucket: str, base: str) -> tuple[list[CopyJob], list[Skipped]]:
+def _walk_tree(
+    src: str, bucket: str, base: str, filters: Filters
+) -> tuple[list[CopyJob], list[Skipped]]:
     """Upload jobs for the regular files under ``src``; the rest is reported, not dropped.
 
     Not copied (each one reported): FIFOs, sockets and devices, broken links,
     unreadable directories, links to directories (not followed: no loops, no
     escaping the tree), and names that cannot be S3 keys (not UTF-8, too long).
+    What ``filters`` exclude is left out silently (that was asked for).
     """
     jobs: list[CopyJob] = []
     skipped: list[Skipped] = []
@@ -221,10 +215,12 @@ def _walk_tree(src: str, bucket: str, base: str) -> tuple[list[CopyJob], list[Sk
         dirs.sort()
         for name in list(dirs):
             path = os.path.join(root, name)
-            if os.path.islink(path):
+            if os.path.islink(path) and filters.included(_rel(path, src)):
                 skipped.append(Skipped(path, "a link to a directory (not followed)"))
         for name in sorted(files):
             path = os.path.join(root, name)
+            if filters and not filters.included(_rel(path, src)):
+                continue
             try:
                 st = os.stat(path)
             except OSError as exc:
@@ -243,8 +239,27 @@ def _walk_tree(src: str, bucket: str, base: str) -> tuple[list[CopyJob], list[Sk
     return jobs, skipped
 
 
+def _rel(path: str, root: str) -> str:
+    """``path`` relative to ``root``, with ``/``: what filters see."""
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+async def _list_tree(
+    tm: TransferManager, bucket: str, prefix: str, filters: Filters
+) -> dict[str, int]:
+    """Key -> size of the objects under ``prefix`` that ``filters`` include (no folder markers)."""
+    sizes: dict[str, int] = {}
+    async for obj in tm.list_objects(bucket, prefix):
+        if is_folder_marker(obj.key, obj.size):
+            continue
+        if filters and not filters.included(obj.key[len(prefix) :]):
+            continue
+        sizes[obj.key] = obj.size
+    return sizes
+
+
 async def _plan_download(
-    tm: TransferManager, src: str, dst: str, *, recursive: bool
+    tm: TransferManager, src: str, dst: str, *, recursive: bool, filters: Filters
 ) -> tuple[list[CopyJob], list[Skipped]]:
     url = parse_s3_url(src)
     if recursive:
@@ -252,10 +267,7 @@ async def _plan_download(
         if os.path.exists(dst) and not os.path.isdir(dst):
             raise LocalFileError(f"{dst}: exists and is not a directory")
         check_writable_destination(dst)
-        sizes: dict[str, int] = {}
-        async for obj in tm.list_objects(url.bucket, prefix):
-            if not is_folder_marker(obj.key, obj.size):
-                sizes[obj.key] = obj.size
+        sizes = await _list_tree(tm, url.bucket, prefix, filters)
         mapped, unmapped = map_keys(dst, sizes, prefix)
         jobs = [CopyJob("download", path, url.bucket, key, sizes[key]) for key, path in mapped]
         skipped = [Skipped(f"s3://{url.bucket}/{u.key}", u.reason) for u in unmapped]
@@ -269,11 +281,55 @@ async def _plan_download(
     if os.path.isdir(dst) or dst.endswith(os.sep):
         dest = local_path_for_key(dst, url.key.rsplit("/", 1)[-1])
     check_writable_destination(dest)
-    info = await _head(tm, url.bucket, url.key)
+    info = await head_checked(tm, url.bucket, url.key)
     return [CopyJob("download", dest, url.bucket, url.key, info.size)], []
 
 
-async def _head(tm: TransferManager, bucket: str, key: str) -> ObjectInfo:
+async def _plan_server_copy(
+    tm: TransferManager, src: str, dst: str, *, recursive: bool, filters: Filters
+) -> tuple[list[CopyJob], list[Skipped]]:
+    """Server-side copies (CopyObject / UploadPartCopy): no data through this machine."""
+    s_url, d_url = parse_s3_url(src), parse_s3_url(dst)
+    if recursive:
+        prefix, base = _as_prefix(s_url.key), _as_prefix(d_url.key)
+        if (s_url.bucket, prefix) == (d_url.bucket, base):
+            raise UsageError("SRC and DST are the same prefix")
+        sizes = await _list_tree(tm, s_url.bucket, prefix, filters)
+        if sizes:
+            await _check_bucket(tm, d_url.bucket)
+        jobs, skipped = [], []
+        for key, size in sizes.items():
+            new = base + key[len(prefix) :]
+            problem = key_problem(new)
+            if problem is not None:
+                skipped.append(Skipped(f"s3://{s_url.bucket}/{key}", problem))
+                continue
+            jobs.append(CopyJob("copy", src, d_url.bucket, new, size, base, s_url.bucket, key))
+        return jobs, skipped
+    if s_url.is_prefix:
+        raise UsageError(f"{src} names a prefix, not an object", hint="use --recursive (-r)")
+    name = s_url.key.rsplit("/", 1)[-1]
+    key = d_url.key + name if d_url.is_prefix else d_url.key
+    if (s_url.bucket, s_url.key) == (d_url.bucket, key):
+        raise UsageError("SRC and DST are the same object")
+    problem = key_problem(key)
+    if problem is not None:
+        raise UsageError(f"s3://{d_url.bucket}/{printable(key, 60)}: {problem}")
+    info = await head_checked(tm, s_url.bucket, s_url.key)
+    await _check_bucket(tm, d_url.bucket)
+    base = d_url.key if d_url.is_prefix else d_url.key[: d_url.key.rfind("/") + 1]
+    return [CopyJob("copy", src, d_url.bucket, key, info.size, base, s_url.bucket, s_url.key)], []
+
+
+async def _check_bucket(tm: TransferManager, bucket: str) -> None:
+    """Fail fast on a wrong bucket or secret (a denied HEAD bucket may still allow writes)."""
+    try:
+        await tm.bucket_exists(bucket)
+    except AccessDenied as exc:
+        await _raise_if_bad_credentials(tm, exc)
+
+
+async def head_checked(tm: TransferManager, bucket: str, key: str) -> ObjectInfo:
     """HEAD, telling bad credentials from a denied object (see _raise_if_bad_credentials)."""
     try:
         return await tm.head(bucket, key)
@@ -303,82 +359,6 @@ async def _raise_if_bad_credentials(tm: TransferManager, denied: AccessDenied) -
 # -- run -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CopyOutcome:
-    """What :func:`copy` did: each job's final stats or error, what it could not copy,
-    and the wall time."""
-
-    done: tuple[tuple[CopyJob, TransferStats], ...]
-    failed: tuple[tuple[CopyJob, FastxferError], ...]
-    skipped: tuple[Skipped, ...]
-    seconds: float
-
-    @property
-    def files(self) -> int:
-        return len(self.done) + len(self.failed)
-
-    @property
-    def bytes_moved(self) -> int:
-        return sum(stats.bytes_done for _, stats in self.done)
-
-    @property
-    def ok(self) -> bool:
-        """Everything asked for was copied."""
-        return not self.failed and not self.skipped
-
-    @property
-    def exit_code(self) -> int:
-        """0; the exit code of the first failure (1 when it has none of its own);
-        1 when something could not be copied (an incomplete result is not a success)."""
-        if self.failed:
-            return self.failed[0][1].exit_code or EXIT_FAILED
-        return EXIT_FAILED if self.skipped else 0
-
-
-class _RichProgress:
-    """One overall bar: bytes, rate, files done.  Updates are cheap (rich refreshes at 10 Hz)."""
-
-    def __init__(self, total: int, files: int, label: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[files]}"),
-            transient=False,
-        )
-        self.files = files
-        self.done = 0
-        self.task = self.progress.add_task(label, total=total, files=f"0/{files} files")
-
-    def __enter__(self) -> _RichProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def on_queued(self, stats: TransferStats) -> None:
-        return None
-
-    def on_progress(self, event: ProgressEvent) -> None:
-        self.progress.advance(self.task, event.bytes_delta)
-
-    def on_done(self, stats: TransferStats) -> None:
-        self.done += 1
-        self.progress.update(self.task, files=f"{self.done}/{self.files} files")
-
-
 async def copy(
     tm: TransferManager,
     src: str,
@@ -387,35 +367,64 @@ async def copy(
     recursive: bool = False,
     rules: Sequence[StorageClassRule] = (),
     progress: bool = False,
+    filters: Filters | None = None,
+    options: ObjectOptions | None = None,
 ) -> CopyOutcome:
-    """Copy ``src`` to ``dst`` (one of them an ``s3://`` URL) on ``tm``.
+    """Copy ``src`` to ``dst`` (one of them an ``s3://`` URL, or both: a server-side
+    copy) on ``tm``.
 
     Failed transfers are returned, not raised, and so is what could not be
     copied (each also reported on stderr as planning finds it); planning
     errors (bad URL, missing file or bucket) raise.  ``progress`` draws a bar
-    on stderr.  ``rules`` see keys relative to the destination prefix.
+    on stderr.  ``rules`` see keys relative to the destination prefix;
+    ``filters`` paths relative to SRC (with ``recursive``); ``options`` apply
+    to uploads (``metadata`` to server-side copies too).
     """
     started = time.monotonic()
-    jobs, skipped = await plan_copy(tm, src, dst, recursive=recursive)
+    opts = options or ObjectOptions()
+    jobs, skipped = await plan_copy(tm, src, dst, recursive=recursive, filters=filters)
+    _check_options(jobs, opts)
     for s in skipped:
         warn(f"not copied: {s}")
     total = sum(j.size for j in jobs)
-    label = "upload" if jobs and jobs[0].direction == "upload" else "download"
-    bar = _RichProgress(total, len(jobs), label) if progress else None
+    label = jobs[0].direction if jobs else "copy"
+    bar = ProgressBar(label, total, len(jobs)) if progress else None
     subscribers: tuple[Subscriber, ...] = (bar,) if bar else ()
     with bar if bar else contextlib.nullcontext():
-        started_jobs = [_begin(tm, j, rules, subscribers) for j in jobs]
+        started_jobs = [_begin(tm, j, rules, subscribers, opts) for j in jobs]
         results = await asyncio.gather(*started_jobs, return_exceptions=True)
-    done: list[tuple[CopyJob, TransferStats]] = []
-    failed: list[tuple[CopyJob, FastxferError]] = []
-    for j, r in zip(jobs, results, strict=True):
-        if isinstance(r, TransferStats):
-            done.append((j, r))
-        elif isinstance(r, Exception):
-            failed.append((j, translate(r)))
-        else:  # CancelledError, KeyboardInterrupt: never swallowed
-            raise r
-    return CopyOutcome(tuple(done), tuple(failed), tuple(skipped), time.monotonic() - started)
+        seconds = time.monotonic() - started
+        done: list[tuple[CopyJob, TransferStats]] = []
+        failed: list[tuple[CopyJob, FastxferError]] = []
+        for j, r in zip(jobs, results, strict=True):
+            if isinstance(r, TransferStats):
+                done.append((j, r))
+            elif isinstance(r, Exception):
+                failed.append((j, translate(r)))
+            else:  # CancelledError, KeyboardInterrupt: never swallowed
+                raise r
+        outcome = CopyOutcome(tuple(done), tuple(failed), tuple(skipped), seconds)
+        if bar is not None:
+            bar.finish(outcome.bytes_moved, outcome.seconds)
+    return outcome
+
+
+def _check_options(jobs: Sequence[CopyJob], opts: ObjectOptions) -> None:
+    """Refuse, before any data moves, object settings that would not apply."""
+    if not jobs:
+        return
+    direction = jobs[0].direction
+    given = opts.given
+    if direction == "copy":
+        given = [flag for flag in given if flag != "--metadata"]
+    if direction != "upload" and given:
+        raise UsageError(
+            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} how uploads are stored; "
+            f"this is a {'server-side copy' if direction == 'copy' else 'download'}",
+            hint="a server-side copy keeps the source's settings (--metadata adds keys)"
+            if direction == "copy"
+            else "leave it out",
+        )
 
 
 def _begin(
@@ -423,6 +432,7 @@ def _begin(
     job: CopyJob,
     rules: Iterable[StorageClassRule],
     subscribers: tuple[Subscriber, ...],
+    opts: ObjectOptions,
 ) -> Awaitable[TransferStats]:
     """Start ``job``; a download whose directory cannot be made fails alone."""
     if job.direction == "upload":
@@ -432,6 +442,20 @@ def _begin(
             job.key,
             subscribers=subscribers,
             storage_class=resolve_storage_class(job.key, rules, base=job.base),
+            metadata=opts.metadata,
+            content_type=opts.content_type_for(job.local),
+            sse=opts.sse,
+            sse_kms_key_id=opts.sse_kms_key_id,
+        )
+    if job.direction == "copy":
+        return tm.copy(
+            job.src_bucket,
+            job.src_key,
+            job.bucket,
+            job.key,
+            storage_class=resolve_storage_class(job.key, rules, base=job.base),
+            metadata=opts.metadata,
+            subscribers=subscribers,
         )
     try:
         _make_parent(job.local)
@@ -456,67 +480,28 @@ def _make_parent(path: str) -> None:
         raise translate(exc) from None
 
 
-def print_outcome(outcome: CopyOutcome, *, as_json: bool = False, quiet: bool = False) -> None:
-    """Failures on stderr, then the JSON summary on stdout or one summary line on stderr.
-
-    (What could not be copied was reported as planning found it; the JSON lists it.)
-    A copy of one file that failed is one error line, like any other error.
-    """
-    if outcome.files == 1 and outcome.failed and not outcome.skipped and not as_json:
-        warn(f"error: {outcome.failed[0][1]}")
-        return
-    for job, err in outcome.failed:
-        warn(f"{job.direction} failed: {err}")
-    rate = outcome.bytes_moved / outcome.seconds if outcome.seconds > 0 else 0.0
-    if as_json:
-        summary: dict[str, Any] = {
-            "ok": outcome.ok,
-            "files": outcome.files,
-            "files_failed": len(outcome.failed),
-            "files_skipped": len(outcome.skipped),
-            "bytes": outcome.bytes_moved,
-            "seconds": round(outcome.seconds, 4),
-            "bytes_per_second": round(rate),
-            "transfers": [_transfer_json(j, s) for j, s in outcome.done],
-            "errors": [
-                {"local": j.local, "url": j.url, "error": str(e)} for j, e in outcome.failed
-            ],
-            "skipped": [{"name": s.name, "reason": s.reason} for s in outcome.skipped],
-        }
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
-        not_copied = f"; {len(outcome.skipped)} not copied" if outcome.skipped else ""
-        print(
-            f"{len(outcome.done)}/{outcome.files} files, {format_size(outcome.bytes_moved)} "
-            f"in {outcome.seconds:.2f} s ({format_rate(rate)}){not_copied}",
-            file=sys.stderr,
-        )
-
-
-def _transfer_json(job: CopyJob, r: TransferStats) -> dict[str, Any]:
-    return {
-        "local": job.local,
-        "url": job.url,
-        "bytes": r.bytes_done,
-        "bytes_resumed": r.bytes_resumed,
-        "seconds": round(r.elapsed or 0.0, 4),
-        "etag": r.etag,
-        "crc64nvme": r.checksum,
-        "verified": r.verified,
-        "multipart": r.multipart,
-        "retries": r.retries,
-    }
-
-
 def _cmd_cp(args: argparse.Namespace) -> int:
+    if "-" in (args.src, args.dst):
+        from fastxfer.cli import stdio
+
+        return stdio.run(args)
     cfg = config_from_args(args)
     rules = parse_rules(args.storage_class_rule)  # bad rules fail before any request
-    progress = not (args.no_progress or args.quiet or args.json) and sys.stderr.isatty()
+    filters = filters_from_args(args)
+    options = object_options_from_args(args)
+    progress = wanted(args)
 
     async def run() -> int:
         async with TransferManager(cfg) as tm:
             outcome = await copy(
-                tm, args.src, args.dst, recursive=args.recursive, rules=rules, progress=progress
+                tm,
+                args.src,
+                args.dst,
+                recursive=args.recursive,
+                rules=rules,
+                progress=progress,
+                filters=filters,
+                options=options,
             )
         print_outcome(outcome, as_json=args.json, quiet=args.quiet)
         return outcome.exit_code

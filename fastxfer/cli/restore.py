@@ -10,6 +10,7 @@ from typing import Any
 
 from fastxfer.cli.common import (
     Interrupted,
+    JsonErrors,
     Parser,
     Subparsers,
     add_command,
@@ -121,9 +122,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     try:
         return run_async(_restore(args))
     except Interrupted as exc:
-        return report_interrupted(exc, _resume_hint(args))
+        return report_interrupted(exc, _resume_hint(args), JsonErrors.from_args(args))
     except KeyboardInterrupt:
-        return report_interrupted(None, _resume_hint(args))
+        return report_interrupted(None, _resume_hint(args), JsonErrors.from_args(args))
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastxfer.cli.common import HANDLED_SIGNALS, Parser, Subparsers, add_command, run_async
-from fastxfer.cli.cp import CopyOutcome, copy, print_outcome
+from fastxfer.cli.cp import copy
+from fastxfer.cli.outcome import CopyOutcome, print_outcome
 from fastxfer.config import TransferConfig
 from fastxfer.errors import InvalidS3Url, UsageError
 from fastxfer.manager import TransferManager
