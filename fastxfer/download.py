@@ -28,7 +28,7 @@ from fastxfer.errors import (
     translate,
 )
 from fastxfer.objectinfo import ObjectInfo
-from fastxfer.planning import range_size
+from fastxfer.planning import range_size, retry_budget
 from fastxfer.session import transport_errors
 from fastxfer.tokenbucket import CHUNK_SIZE
 
@@ -318,6 +318,8 @@ async def _fetch_all(
     crcs: list[int] = [0] * count
     retryable: tuple[type[BaseException], ...] = (_Resumable, *_stream_errors())
 
+    budget = retry_budget(cfg.max_attempts, count)
+
     async def fetch(index: int) -> None:
         try:
             start = index * part
@@ -339,7 +341,9 @@ async def _fetch_all(
                     if pos > before:
                         attempt = 0  # progress was made: a fresh budget for the rest
                     attempt += 1
-                    if attempt >= cfg.max_attempts:
+                    if attempt >= cfg.max_attempts or tracker.retries >= budget:
+                        # Per range, and over the whole transfer: a link that fails
+                        # after every bit of progress must not retry forever.
                         raise translate(cause, bucket=bucket, key=key, op="download") from cause
                     tracker.retries += 1
                     log.info("range %d-%d of %s: %s; resuming at %d", start, end, key, cause, pos)

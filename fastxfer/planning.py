@@ -79,3 +79,12 @@ def copy_part_size(size: int, cfg: TransferConfig) -> int:
     per_connection = -(-size // cfg.max_concurrency)
     part = max(cfg.part_size, min(MAX_AUTO_COPY_PART, -(-per_connection // MiB) * MiB))
     return fit_part_size(size, part)
+
+
+def retry_budget(max_attempts: int, ranges: int) -> int:
+    """Retries one download may make in all: ``max_attempts`` per range, at least 10.
+
+    Each range also gives up after ``max_attempts`` failures in a row; this
+    bounds a link that fails again after every bit of progress.
+    """
+    return max(10, max_attempts * ranges)

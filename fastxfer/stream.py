@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fastxfer import integrity
 from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import IntegrityError, first_error, translate
+from fastxfer.planning import retry_budget
 from fastxfer.session import transport_errors
 from fastxfer.tokenbucket import CHUNK_SIZE
 
@@ -44,6 +45,7 @@ async def run_stream(
     size = info.size
     part = cfg.part_size
     count = -(-size // part)  # 0 for an empty object: nothing to fetch or write
+    budget = retry_budget(cfg.max_attempts, count)
     tracker.parts_total = count
     tracker.multipart = count > 1
     pool = session.buffers
@@ -92,7 +94,7 @@ async def run_stream(
                         raise ConnectionError(f"connection closed at byte {pos}")
                 except transport_errors() as exc:
                     attempt += 1
-                    if attempt >= cfg.max_attempts:
+                    if attempt >= cfg.max_attempts or tracker.retries >= budget:
                         raise translate(exc, bucket=bucket, key=key, op="download") from exc
                     tracker.retries += 1
                     await session.sleep(min(0.2 * 2**attempt, 5.0))

@@ -15,6 +15,7 @@ from fastxfer import (
     BadCredentials,
     BaseSubscriber,
     EndpointUnreachable,
+    FastxferError,
     IntegrityError,
     LocalFileError,
     NoSuchBucket,
@@ -584,3 +585,21 @@ async def test_mtime_travels_with_the_object_as_rclone_stores_it(
     last = s3.head_object(Bucket=bucket, Key="plain")["LastModified"].timestamp()
     await tm.download(bucket, "plain", os.path.join(work_dir, "plain"))
     assert abs(os.stat(os.path.join(work_dir, "plain")).st_mtime - last) < 1e-3
+
+
+async def test_a_download_that_fails_after_every_bit_of_progress_gives_up(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """Each attempt moves 256 KiB and is cut: the per-range count restarts with
+    progress, so only the per-transfer budget (10 here) ends it."""
+    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(8 * MiB))
+    s3.head_object(Bucket=bucket, Key="k")
+    async with FaultProxy(
+        "127.0.0.1", rclone_server.port, cut_response_after=256 * 1024, faults=1000
+    ) as px, TransferManager(_proxied(rclone_server, px)) as tm:
+        h = tm.download(bucket, "k", os.path.join(work_dir, "out"))
+        with pytest.raises(FastxferError):
+            await asyncio.wait_for(h, timeout=60)
+        assert h.stats().retries == 10
+    assert leftovers(work_dir) == []
+    assert not os.path.exists(os.path.join(work_dir, "out"))
