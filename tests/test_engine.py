@@ -594,9 +594,12 @@ async def test_a_download_that_fails_after_every_bit_of_progress_gives_up(
     progress, so only the per-transfer budget (10 here) ends it."""
     s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(8 * MiB))
     s3.head_object(Bucket=bucket, Key="k")
-    async with FaultProxy(
-        "127.0.0.1", rclone_server.port, cut_response_after=256 * 1024, faults=1000
-    ) as px, TransferManager(_proxied(rclone_server, px)) as tm:
+    async with (
+        FaultProxy(
+            "127.0.0.1", rclone_server.port, cut_response_after=256 * 1024, faults=1000
+        ) as px,
+        TransferManager(_proxied(rclone_server, px)) as tm,
+    ):
         h = tm.download(bucket, "k", os.path.join(work_dir, "out"))
         with pytest.raises(FastxferError):
             await asyncio.wait_for(h, timeout=60)
