@@ -117,8 +117,12 @@ async def sync(
     if isinstance(src, LocalDir) and isinstance(dst, LocalDir):
         raise LocalFileError("sync needs an s3:// side", hint="use rsync between local folders")
     flt = filters or Filters()
-    src_entries, skipped = await _scan(tm, src, flt)
-    dst_entries, _ = await _scan(tm, dst, flt)
+    # Both sides at once: a directory walk in a thread beside the listing.
+    async with asyncio.TaskGroup() as tg:
+        src_scan = tg.create_task(_scan(tm, src, flt))
+        dst_scan = tg.create_task(_scan(tm, dst, flt))
+    src_entries, skipped = src_scan.result()
+    dst_entries, _ = dst_scan.result()
     if isinstance(dst, LocalDir):
         # Keys that cannot be files (unsafe, or colliding) are reported, not merged.
         assert isinstance(src, S3Prefix)
@@ -159,7 +163,7 @@ async def _scan(
     if isinstance(where, LocalDir):
         return await asyncio.get_running_loop().run_in_executor(None, _walk, where.path, flt)
     out: dict[str, Entry] = {}
-    async for info in tm.list_objects(where.bucket, where.prefix):
+    for info in await list_tree(tm, where.bucket, where.prefix):
         if is_folder_marker(info.key, info.size):
             continue
         rel = info.key[len(where.prefix) :]
@@ -168,6 +172,37 @@ async def _scan(
         stamp = info.last_modified.timestamp() if info.last_modified else 0.0
         out[rel] = Entry(rel, info.size, int(stamp * 1e9), info=info)
     return out, []
+
+
+MAX_FANOUT = 1000
+"""Most sub-prefixes listed side by side; a wider tree is listed flat, page by page."""
+
+
+async def list_tree(tm: TransferManager, bucket: str, prefix: str) -> list[ObjectInfo]:
+    """Every object under ``prefix``, its "directories" listed concurrently.
+
+    A listing is a chain of pages (each needs the previous one's token), so a
+    flat listing of 10,000 keys is 10 requests one after the other.  One
+    delimited LIST finds the objects right under ``prefix`` and its
+    sub-prefixes; those are then listed side by side under the connection
+    budget.  The union is exactly the flat listing.
+    """
+    top: list[ObjectInfo] = []
+    subs: list[str] = []
+    async for o in tm.list_objects(bucket, prefix, delimiter="/"):
+        if o.is_prefix:
+            subs.append(o.key)
+            if len(subs) > MAX_FANOUT:
+                return [o async for o in tm.list_objects(bucket, prefix)]
+        else:
+            top.append(o)
+
+    async def whole(sub: str) -> list[ObjectInfo]:
+        return [o async for o in tm.list_objects(bucket, sub)]
+
+    async with asyncio.TaskGroup() as tg:
+        parts = [tg.create_task(whole(sub)) for sub in subs]
+    return top + [o for t in parts for o in t.result()]
 
 
 def _walk(root: str, flt: Filters) -> tuple[dict[str, Entry], list[tuple[str, str]]]:

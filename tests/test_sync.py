@@ -146,3 +146,18 @@ async def test_s3_to_s3_copies_on_the_server(
     assert first.copied == 5
     assert again.copied == 0
     assert moto_s3.get_object(Bucket=moto_bucket, Key="dst/3")["Body"].read() == b"3"
+
+
+async def test_the_concurrent_listing_equals_the_flat_one(
+    make_config: Callable[..., TransferConfig], bucket: str, s3: Any
+) -> None:
+    from fastxfer.sync import list_tree
+
+    for k in ("p/top.txt", "p/a/1", "p/a/b/2", "p/c/3", "q/outside"):
+        s3.put_object(Bucket=bucket, Key=k, Body=b"x")
+    async with TransferManager(make_config()) as tm:
+        tree_keys = sorted(o.key for o in await list_tree(tm, bucket, "p/"))
+        flat = sorted([o.key async for o in tm.list_objects(bucket, "p/")])
+    assert tree_keys == flat
+    assert "q/outside" not in tree_keys
+    assert "p/a/b/2" in tree_keys
