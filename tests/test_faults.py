@@ -732,3 +732,72 @@ def test_restore_killed_mid_wait_repeats_no_restore_and_no_get(
     for key, data in (*online.items(), *cold.items()):
         with open(os.path.join(out, key.removeprefix("r/")), "rb") as f:
             assert f.read() == data, key
+
+
+def test_restore_killed_mid_download_repeats_only_the_interrupted_get(
+    slow_restores: RealisticMotoServer, moto_bucket: str, moto_s3: Any, work_dir: str
+) -> None:
+    """Killed (SIGKILL) while an object is being downloaded (a bandwidth cap makes
+    the downloads slow; the kill comes once one is saved and the next has started,
+    read from the job's state and the server): the rerun sends no RestoreObject,
+    does not fetch what was saved again, and fetches the interrupted one again."""
+    server = slow_restores
+    online = {f"m/online-{i}": os.urandom(1024 * 1024) for i in range(3)}
+    cold = {"m/cold-0": os.urandom(64 * 1024)}
+    for key, data in online.items():
+        moto_s3.put_object(Bucket=moto_bucket, Key=key, Body=data)
+    for key, data in cold.items():
+        moto_s3.put_object(Bucket=moto_bucket, Key=key, Body=data, StorageClass="DEEP_ARCHIVE")
+    state = os.path.join(work_dir, "job.sqlite")
+    out = os.path.join(work_dir, "out")
+    cmd = [
+        sys.executable, "-m", "fastxfer.cli", "restore", f"s3://{moto_bucket}/m/",
+        "--endpoint-url", server.endpoint_url, "--tier", "Bulk", "--poll-interval", "0.3s",
+        "--state", state, "--download", out, "--json", "-q",
+    ]  # fmt: skip
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        env.pop(name, None)
+
+    def gets() -> dict[str, int]:
+        return {
+            key: c.get("GetObject", 0)
+            for (b, key), c in server.counts_by_key().items()
+            if b == moto_bucket and key
+        }
+
+    slow = dict(env, FASTXFER_BWLIMIT_DOWN="512K", FASTXFER_CONCURRENCY="1")
+    proc = subprocess.Popen(
+        cmd, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        _poll(
+            lambda: (
+                _downloaded_in_state(state) >= 1
+                and sum(gets().get(k, 0) for k in online) > _downloaded_in_state(state)
+            ),
+            60,
+            "one object saved and the next one being downloaded",
+        )
+        saved_before = _downloaded_in_state(state)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
+    before = gets()
+    assert saved_before < len(online) + len(cold)
+
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = json.loads(done.stdout)
+    assert report["requests"]["RestoreObject"] == 0
+    assert report["failed"] == 0
+    after = gets()
+    refetched = [k for k in online if after.get(k, 0) > before.get(k, 0)]
+    complete_before = [k for k in online if before.get(k, 0) == 1 and k not in refetched]
+    assert len(complete_before) >= saved_before  # what was saved is not fetched again
+    assert all(after.get(k, 0) <= 2 for k in online)  # at most the interrupted one twice
+    for key, data in (*online.items(), *cold.items()):
+        with open(os.path.join(out, key.removeprefix("m/")), "rb") as f:
+            assert f.read() == data, key
+    assert not [n for n in os.listdir(out) if ".fastxfer-" in n]  # no temp file left
