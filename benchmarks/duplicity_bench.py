@@ -911,7 +911,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         stock = _find(summary, ds, prof, f"stock/v{vs}")
         if stock:
-            r["vs_stock"] = round(stock["wall_s"] / s["wall_s"], 2)
+            r["vs_stock"] = round(stock["wall_s"] / s["wall_s"], 4)
         best = None
         for name in STOCK_VARIANTS:
             cand = _find(summary, ds, prof, f"{name}/v{vs}")
@@ -919,10 +919,10 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 best = cand
         if best:
             r["best_stock"] = best["variant"]
-            r["vs_best_stock"] = round(best["wall_s"] / s["wall_s"], 2)
+            r["vs_best_stock"] = round(best["wall_s"] / s["wall_s"], 4)
         restic = _find(summary, ds, prof, "restic")
         if restic:
-            r["vs_restic"] = round(restic["wall_s"] / s["wall_s"], 2)
+            r["vs_restic"] = round(restic["wall_s"] / s["wall_s"], 4)
         floor = _find(summary, ds, "loopback", f"file-floor/v{vs}")
         if floor:
             r["floor_s"] = floor["wall_s"]
@@ -1091,7 +1091,8 @@ def render_md(result: dict[str, Any]) -> str:
         else:
             verdict = "**PASS**" if c["pass"] else "**FAIL**"
             lines.append(
-                f"- {verdict} {c['where']}: {c['what']}: {c['value']:.2f}x (target {c['target']}x)"
+                f"- {verdict} {c['where']}: {c['what']}: {c['value']:.3f}x (target "
+                f"{c['target']}x, margin {100 * (c['value'] / c['target'] - 1):+.1f}%)"
             )
     lines += ["", "Variants:", ""]
     for name, summ in cfg["variant_summaries"].items():
@@ -1455,6 +1456,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         paths = [Path(p) for p in args.render.split(",") if p]
         old = combine(paths)  # also recomputes the medians of a single file
+        old["notes"] = [*old["notes"], *args.note]
         if len(paths) == 1:
             stem = paths[0].with_suffix("")
         else:
