@@ -65,6 +65,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.run import server_cpu
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 VENV_BIN = Path(sys.executable).parent
@@ -273,17 +275,6 @@ def _psutil() -> Any:
     return psutil
 
 
-def proc_cpu(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    psutil = _psutil()
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return None
-    return float(t.user + t.system + t.children_user + t.children_system)
-
-
 def machine_busy() -> float:
     t = _psutil().cpu_times()
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0))
@@ -320,9 +311,9 @@ def wait_idle(limit_s: float, cores: float, ours: list[int | None]) -> float:
     """Wait (up to ``limit_s``) until other processes use <= ``cores`` for 2 s."""
     t0 = time.perf_counter()
     while True:
-        b0, o0 = machine_busy(), sum(proc_cpu(p) or 0.0 for p in ours)
+        b0, o0 = machine_busy(), sum(server_cpu(p) or 0.0 for p in ours)
         time.sleep(2.0)
-        b1, o1 = machine_busy(), sum(proc_cpu(p) or 0.0 for p in ours)
+        b1, o1 = machine_busy(), sum(server_cpu(p) or 0.0 for p in ours)
         used = (b1 - b0 - (o1 - o0)) / 2.0
         waited = time.perf_counter() - t0
         if used <= cores or waited >= limit_s:
@@ -650,11 +641,11 @@ def one_run(
         else 0.0
     )
     rec["load_before"] = loadavg()
-    srv0, px0 = proc_cpu(ctx.server.pid), proc_cpu(proxy_pid)
+    srv0, px0 = server_cpu(ctx.server.pid), server_cpu(proxy_pid)
     busy0, me0 = machine_busy(), self_cpu()
     rc, wall, cpu = run_tool(argv, env, log_path, args.timeout, cwd)
     busy1, me1 = machine_busy(), self_cpu()
-    srv1, px1 = proc_cpu(ctx.server.pid), proc_cpu(proxy_pid)
+    srv1, px1 = server_cpu(ctx.server.pid), server_cpu(proxy_pid)
     server_s = (srv1 - srv0) if srv0 is not None and srv1 is not None else None
     proxy_s = (px1 - px0) if px0 is not None and px1 is not None else None
     noise = (busy1 - busy0) - cpu - (server_s or 0) - (proxy_s or 0) - (me1 - me0)

@@ -24,7 +24,6 @@ from fastxfer.budget import Priority
 from fastxfer.errors import first_error
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import copy_part_size
-from fastxfer.shielded import run_cleanup
 
 if TYPE_CHECKING:
     from fastxfer.session import Session
@@ -151,16 +150,6 @@ async def _copy_multipart(
         )
         upload_id = str(created["UploadId"])
 
-        async def abort() -> None:
-            await session.request(
-                "abort_multipart_upload",
-                bucket=job.bucket,
-                key=job.key,
-                UploadId=upload_id,
-                what="abort copy",
-                counts=tracker.requests,
-            )
-
         etags: dict[int, str] = {}
 
         async def copy_part(number: int) -> None:
@@ -205,12 +194,12 @@ async def _copy_multipart(
                 },
             )
         except BaseException as exc:
-            await run_cleanup(
-                abort(),
-                timeout=cfg.abort_timeout,
-                what=f"aborting the multipart copy to s3://{job.bucket}/{job.key}",
-                left_behind="its parts stay on the server until "
-                f"`fastxfer abort-uploads s3://{job.bucket}/` removes them",
+            await session.abort_multipart(
+                job.bucket,
+                job.key,
+                upload_id,
+                what="the multipart copy to",
+                counts=tracker.requests,
             )
             if isinstance(exc, BaseExceptionGroup):
                 raise first_error(exc) from exc

@@ -46,6 +46,7 @@ from fastxfer.journal import UploadJournal
 from fastxfer.limits import MAX_DELETE_BATCH
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.pacing import Pacer
+from fastxfer.shielded import run_cleanup
 from fastxfer.state import StateDB
 
 log = logging.getLogger("fastxfer")
@@ -510,6 +511,26 @@ class Session:
             self.pacer.on_success()
             async with resp["Body"]:
                 yield resp
+
+    async def abort_multipart(
+        self, bucket: str, key: str, upload_id: str, *, what: str, counts: Counts | None = None
+    ) -> bool:
+        """Abort a multipart upload as clean-up: shielded from cancellation, bounded by
+        ``abort_timeout``; a failure is one line saying the parts stay.  True if aborted."""
+        return await run_cleanup(
+            self.request(
+                "abort_multipart_upload",
+                bucket=bucket,
+                key=key,
+                UploadId=upload_id,
+                what="abort",
+                counts=counts,
+            ),
+            timeout=self.config.abort_timeout,
+            what=f"aborting {what} s3://{bucket}/{key}",
+            left_behind="its parts stay on the server (billed) until "
+            f"`fastxfer abort-uploads s3://{bucket}/` or a lifecycle rule removes them",
+        )
 
     async def sleep(self, seconds: float) -> None:
         """Wait on the injected clock (back-off between attempts)."""

@@ -32,7 +32,6 @@ from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.objectinfo import MTIME_KEY, format_mtime
 from fastxfer.planning import fit_part_size
-from fastxfer.shielded import run_cleanup
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -452,18 +451,12 @@ async def _resumable(
     )
     if not same:
         log.warning("%s: the source changed since the interrupted upload; starting over", where)
-        await run_cleanup(
-            session.request(
-                "abort_multipart_upload",
-                bucket=job.bucket,
-                key=job.key,
-                UploadId=entry.upload_id,
-                what="abort stale upload",
-                counts=tracker.requests,
-            ),
-            timeout=session.config.abort_timeout,
-            what=f"aborting the stale multipart upload of {where}",
-            left_behind="its parts stay on the server until `fastxfer abort-uploads` removes them",
+        await session.abort_multipart(
+            job.bucket,
+            job.key,
+            entry.upload_id,
+            what="the stale multipart upload of",
+            counts=tracker.requests,
         )
         journal.finish(entry.row)
         return None
@@ -553,19 +546,8 @@ async def _parts_and_complete(
     upload_id: str,
     journaled: _Journaled,
 ) -> None:
-    cfg = session.config
     pool = session.buffers
     done = journaled.done
-
-    async def abort() -> None:
-        await session.request(
-            "abort_multipart_upload",
-            bucket=job.bucket,
-            key=job.key,
-            UploadId=upload_id,
-            what="abort upload",
-            counts=tracker.requests,
-        )
 
     parts: dict[int, dict[str, Any]] = {
         n: {"PartNumber": n, "ETag": rec.etag} for n, rec in done.items()
@@ -715,12 +697,12 @@ async def _parts_and_complete(
             **complete_kw,
         )
     except BaseException as exc:
-        aborted = await run_cleanup(
-            abort(),
-            timeout=cfg.abort_timeout,
-            what=f"aborting the multipart upload of s3://{job.bucket}/{job.key}",
-            left_behind="its parts stay on the server (billed) until "
-            f"`fastxfer abort-uploads s3://{job.bucket}/` or a lifecycle rule removes them",
+        aborted = await session.abort_multipart(
+            job.bucket,
+            job.key,
+            upload_id,
+            what="the multipart upload of",
+            counts=tracker.requests,
         )
         if aborted:
             journaled.finish()  # else a later run can still resume or abort it
