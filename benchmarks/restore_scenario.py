@@ -2,7 +2,7 @@
 
     python -m benchmarks.restore_scenario [--objects 1000] [--delay 3] [--poll 1]
 
-Runs the realistic moto server (fastxfer/testing/moto_server.py: a restore takes
+Runs the realistic moto server (fastxfer/coldserver.py: a restore takes
 ``--delay`` seconds from its RestoreObject, 409 while in progress, request
 accounting), puts the objects in DEEP_ARCHIVE, then drives the real CLI:
 ``fastxfer restore --dry-run``, the run itself with ``--download``, and a
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
     from botocore.config import Config
 
-    from fastxfer.testing.moto_server import RealisticMotoServer
+    from fastxfer.coldserver import RealisticMotoServer
 
     n = a.objects
     with (

@@ -242,7 +242,7 @@ class TransferConfig:
         | `FASTXFER_MEMORY_LIMIT` | `memory_limit` | size, up to 64GiB (512MiB) |
         | `FASTXFER_CHECKSUM` | `checksum` | auto, server, client, md5, off (auto) |
         | `FASTXFER_STORAGE_CLASS` | `storage_class` | STANDARD, DEEP_ARCHIVE, ... |
-        | `FASTXFER_BWLIMIT` | `bwlimit` | rate over all transfers (off) |
+        | `FASTXFER_BWLIMIT` | `bwlimit` | rate over all transfers (off), or a timetable |
         | `FASTXFER_BWLIMIT_UP` | `bwlimit_up` | rate of uploads (off) |
         | `FASTXFER_BWLIMIT_DOWN` | `bwlimit_down` | rate of downloads (off) |
         | `FASTXFER_BWLIMIT_PER_CONNECTION` | `bwlimit_per_connection` | rate (off) |
@@ -271,8 +271,11 @@ class TransferConfig:
             raise TypeError(f"TransferConfig has no field {', '.join(unknown)}")
         values: dict[str, Any] = {}
         sources: dict[str, tuple[str, str]] = {}  # field -> (variable, raw value)
-        for variable, name, parse in _ENVIRONMENT:
+        for variable, field_name, field_parser in _ENVIRONMENT:
             raw = env.get(variable, "").strip()
+            name, parse = field_name, field_parser
+            if variable == "FASTXFER_BWLIMIT" and is_timetable(raw):
+                name, parse = "bwlimit_schedule", _text  # as rclone's --bwlimit takes one
             if not raw or name in overrides or name in values:
                 continue
             try:
@@ -358,6 +361,15 @@ def _check_endpoint_url(url: str) -> None:
             f"endpoint URL {shown!r} is not an http:// or https:// URL with a host",
             hint="write it as http://HOST:PORT or https://HOST",
         )
+
+
+_TIMETABLE = re.compile(r"\d:\d\d")
+
+
+def is_timetable(value: str) -> bool:
+    """Whether a ``--bwlimit`` / ``FASTXFER_BWLIMIT`` value is a timetable (it has a
+    time of day: ``"08:00,512K 12:00,10M 23:00,off"``) rather than one rate."""
+    return bool(_TIMETABLE.search(value))
 
 
 def _boolean(raw: str) -> bool:

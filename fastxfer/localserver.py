@@ -20,9 +20,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from fastxfer.errors import FastxferError, LocalFileError, UsageError
+
+RCLONE_LOG_LEVELS = ("DEBUG", "INFO", "NOTICE", "ERROR")
+_STDERR_FD = 2  # the file descriptor, whatever sys.stderr is (pytest swaps that object)
 
 
 def find_rclone() -> str:
@@ -99,6 +102,12 @@ class LocalS3Server:
 
     ``root`` defaults to a new temporary directory (removed on exit); put it
     on tmpfs (``/dev/shm``) for benchmarks so the disk is not measured.
+
+    rclone's log goes to ``log_path`` (appended), or nowhere.  ``log_level``
+    sets rclone's ``--log-level``: ``"INFO"`` (a line per object written, and
+    per request refused), ``"DEBUG"`` (a line per request and much more),
+    ``"NOTICE"`` (rclone's default) or ``"ERROR"``; given without
+    ``log_path``, the log goes to this process's stderr (``fastxfer serve -v``).
     """
 
     root: str | None = None
@@ -107,10 +116,11 @@ class LocalS3Server:
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_args: tuple[str, ...] = ()
     log_path: str | None = None
+    log_level: str | None = None
     _proc: subprocess.Popen[bytes] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _conf: str | None = None
-    _log: object = None
+    _log: IO[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -129,6 +139,11 @@ class LocalS3Server:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise LocalFileError(f"{self.root}: {exc.strerror or exc}") from None
+        if self.log_level is not None and self.log_level.upper() not in RCLONE_LOG_LEVELS:
+            raise UsageError(
+                f"unknown rclone log level {self.log_level!r}",
+                hint="use " + ", ".join(RCLONE_LOG_LEVELS),
+            )
         if self.port:
             check_port_free(self.port)
         self.port = self.port or free_port()
@@ -144,11 +159,14 @@ class LocalS3Server:
             f"127.0.0.1:{self.port}",
             "--auth-key",
             f"{self.access_key},{self.secret_key}",
+            *(("--log-level", self.log_level.upper()) if self.log_level else ()),
             *self.extra_args,
             self.root,
         ]
-        log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
+        log: IO[bytes] | int = _STDERR_FD
+        if self.log_path is not None or self.log_level is None:
+            log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - closed in stop()
+            self._log = log
         self._proc = subprocess.Popen(
             args,
             stdout=log,
@@ -222,7 +240,7 @@ class LocalS3Server:
                 self._proc.wait()
             self._proc = None
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
             self._log = None
         if self._conf:
             os.unlink(self._conf)

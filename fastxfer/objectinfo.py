@@ -1,4 +1,5 @@
-"""ObjectInfo: what HEAD, GET or LIST says about an object, and what it implies.
+"""ObjectInfo: what HEAD, GET or LIST says about an object, and what it implies;
+ObjectOptions: what an upload sets on the object it writes.
 
 The cold check (is it readable, or must it be restored first), the CRC64NVME
 of the bytes when the object states one, the source file's mtime as fastxfer
@@ -10,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from fastxfer.errors import ColdObject, TransferFailed
+from fastxfer.errors import ColdObject, TransferFailed, UsageError
 from fastxfer.integrity import METADATA_KEY, from_b64
 from fastxfer.storage_class import is_cold
 
@@ -170,3 +171,46 @@ def restore_header_from_status(status: Mapping[str, Any] | None) -> str | None:
         when = expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
         return f'ongoing-request="false", expiry-date="{email.utils.format_datetime(when, True)}"'
     return 'ongoing-request="false"'
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOptions:
+    """Per-object settings of uploads: user metadata, Content-Type, server-side encryption."""
+
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    """None: guessed from the file name (as aws does), else none sent."""
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    @property
+    def given(self) -> list[str]:
+        """The flags that were given (for refusing them where they do not apply)."""
+        out = ["--metadata"] if self.metadata else []
+        out += ["--content-type"] if self.content_type else []
+        out += ["--sse"] if self.sse else []
+        return out + (["--sse-kms-key-id"] if self.sse_kms_key_id else [])
+
+    def check_applies(self, direction: str) -> None:
+        """Refuse, before any data moves, settings that would not apply to ``direction``
+        ("upload", "download" or "copy": a server-side copy keeps the source's settings,
+        and ``--metadata`` adds keys)."""
+        given = self.given
+        if direction == "copy":
+            given = [flag for flag in given if flag != "--metadata"]
+        if direction != "upload" and given:
+            raise UsageError(
+                f"{', '.join(given)} set{'s' if len(given) == 1 else ''} how uploads are "
+                f"stored; this is a {'server-side copy' if direction == 'copy' else 'download'}",
+                hint="a server-side copy keeps the source's settings (--metadata adds keys)"
+                if direction == "copy"
+                else "leave it out",
+            )
+
+    def content_type_for(self, name: str) -> str | None:
+        """``--content-type``, else the type guessed from ``name``'s extension."""
+        if self.content_type:
+            return self.content_type
+        import mimetypes
+
+        return mimetypes.guess_type(name, strict=False)[0]

@@ -36,7 +36,7 @@ from fastxfer.errors import FastxferError, LocalFileError, translate
 from fastxfer.filters import Filters
 from fastxfer.localpath import is_folder_marker, map_keys
 from fastxfer.manager import TransferManager
-from fastxfer.objectinfo import ObjectInfo
+from fastxfer.objectinfo import ObjectInfo, ObjectOptions
 from fastxfer.progress import Subscriber
 from fastxfer.transfer import TransferHandle
 
@@ -111,11 +111,18 @@ async def sync(
     delete: bool = False,
     dry_run: bool = False,
     filters: Filters | None = None,
+    options: ObjectOptions | None = None,
     subscribers: Iterable[Subscriber] = (),
 ) -> SyncResult:
-    """Make ``dst`` like ``src`` (see the module docstring); returns what was done."""
+    """Make ``dst`` like ``src`` (see the module docstring); returns what was done.
+
+    ``options`` (metadata, Content-Type, encryption) apply to what is uploaded;
+    a server-side copy takes only ``metadata`` (added to the source's).
+    """
     if isinstance(src, LocalDir) and isinstance(dst, LocalDir):
         raise LocalFileError("sync needs an s3:// side", hint="use rsync between local folders")
+    opts = options or ObjectOptions()
+    opts.check_applies(direction(src, dst))
     flt = filters or Filters()
     # Both sides at once: a directory walk in a thread beside the listing.
     async with asyncio.TaskGroup() as tg:
@@ -148,7 +155,7 @@ async def sync(
     result = SyncResult(plan)
     if dry_run:
         return result
-    await _copy_all(tm, src, dst, plan, result, tuple(subscribers))
+    await _copy_all(tm, src, dst, plan, result, opts, tuple(subscribers))
     if delete and plan.delete:
         if result.failed or plan.skipped:
             result.delete_skipped = True
@@ -280,12 +287,13 @@ async def _copy_all(
     dst: Location,
     plan: SyncPlan,
     result: SyncResult,
+    opts: ObjectOptions,
     subscribers: tuple[Subscriber, ...],
 ) -> None:
     handles: list[tuple[Entry, TransferHandle]] = []
     for s, _ in plan.copy:
         try:
-            handles.append((s, _start(tm, src, dst, s, subscribers)))
+            handles.append((s, _start(tm, src, dst, s, opts, subscribers)))
         except (FastxferError, OSError) as exc:
             result.failed.append((s.rel, str(translate(exc))))
     for s, h in handles:
@@ -303,11 +311,21 @@ def _start(
     src: Location,
     dst: Location,
     s: Entry,
+    opts: ObjectOptions,
     subscribers: tuple[Subscriber, ...],
 ) -> TransferHandle:
     if isinstance(src, LocalDir) and isinstance(dst, S3Prefix):
         assert s.local is not None
-        return tm.upload(s.local, dst.bucket, dst.prefix + s.rel, subscribers=subscribers)
+        return tm.upload(
+            s.local,
+            dst.bucket,
+            dst.prefix + s.rel,
+            subscribers=subscribers,
+            metadata=opts.metadata,
+            content_type=opts.content_type_for(s.local),
+            sse=opts.sse,
+            sse_kms_key_id=opts.sse_kms_key_id,
+        )
     if isinstance(src, S3Prefix) and isinstance(dst, LocalDir):
         path = os.path.join(dst.path, *s.rel.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -317,8 +335,20 @@ def _start(
     assert isinstance(src, S3Prefix)
     assert isinstance(dst, S3Prefix)
     return tm.copy(
-        src.bucket, src.prefix + s.rel, dst.bucket, dst.prefix + s.rel, subscribers=subscribers
+        src.bucket,
+        src.prefix + s.rel,
+        dst.bucket,
+        dst.prefix + s.rel,
+        metadata=opts.metadata,
+        subscribers=subscribers,
     )
+
+
+def direction(src: Location, dst: Location) -> str:
+    """ "upload", "download" or "copy" (S3 -> S3)."""
+    if isinstance(src, LocalDir):
+        return "upload"
+    return "download" if isinstance(dst, LocalDir) else "copy"
 
 
 async def _delete_all(

@@ -14,8 +14,8 @@ import pytest
 from botocore.config import Config
 
 from fastxfer import TransferConfig, TransferManager
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.localserver import LocalS3Server
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 
 def _tmpfs() -> str | None:

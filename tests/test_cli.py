@@ -281,6 +281,8 @@ def test_ls_buckets_and_one_level(rclone_server: LocalS3Server, bucket: str, wor
         ("FASTXFER_CHECKSUM", "MD5", "checksum", "md5"),
         ("FASTXFER_STORAGE_CLASS", "deep-archive", "storage_class", "DEEP_ARCHIVE"),
         ("FASTXFER_BWLIMIT", "4MiB/s", "bwlimit", 4.0 * MiB),
+        # rclone's --bwlimit timetable form, in the variable too
+        ("FASTXFER_BWLIMIT", "08:00,512K 23:00,off", "bwlimit_schedule", "08:00,512K 23:00,off"),
         ("FASTXFER_BWLIMIT_UP", "800K", "bwlimit_up", 800 * 1024.0),
         ("FASTXFER_BWLIMIT_DOWN", "off", "bwlimit_down", 0.0),
         ("FASTXFER_BWLIMIT_PER_CONNECTION", "1MiB", "bwlimit_per_connection", 1.0 * MiB),
@@ -325,6 +327,7 @@ def test_from_env_endpoint_order_and_overrides() -> None:
         ({"FASTXFER_BWLIMIT": "fast"}, "FASTXFER_BWLIMIT: invalid rate 'fast'"),
         ({"FASTXFER_TPS": "-1"}, "FASTXFER_TPS: invalid"),
         ({"FASTXFER_BWLIMIT_SCHEDULE": "always"}, "FASTXFER_BWLIMIT_SCHEDULE: invalid value"),
+        ({"FASTXFER_BWLIMIT": "08:00,fast"}, "FASTXFER_BWLIMIT: invalid"),
         (
             {"FASTXFER_PART_SIZE": "64MiB", "FASTXFER_MEMORY_LIMIT": "32MiB"},
             "FASTXFER_PART_SIZE, FASTXFER_MEMORY_LIMIT: invalid combination",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fastxfer.cli import main
-from fastxfer.testing.moto_server import RealisticMotoServer
+from fastxfer.coldserver import RealisticMotoServer
 
 T1, T2, T3 = "20260101T000000Z", "20260102T000000Z", "20260103T000000Z"
 NAMES = [

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from test_cli_signals import big_file, interrupt_upload  # noqa: F401 - a fixture too
 
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.integrity import METADATA_KEY, to_b64
 from fastxfer.localserver import LocalS3Server, free_port
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 WRONG_SECRET = "wrong-secret-0123456789abcdef0123456789"
 """A wrong secret key; no more to be printed than the right one."""

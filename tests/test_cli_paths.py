@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.localpath import UnmappedKey, map_keys
 from fastxfer.localserver import LocalS3Server
 from fastxfer.storage_class import parse_rules, resolve_storage_class
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 
 def fx(

@@ -13,8 +13,8 @@ from test_cli import run_cli
 from test_sync import tree
 
 from fastxfer.cli.logs import redact
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.localserver import LocalS3Server
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 
 def listing(s3: Any, bucket: str, prefix: str = "") -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from test_cli import run_cli
+from test_cli_rm_mv import meta
 from test_sync import age, read_tree, tree
 
 from fastxfer.cli import build_parser
@@ -236,3 +237,34 @@ def test_cp_between_s3_locations_is_server_side(
     r = run_cli(rclone_server, "cp", f"s3://{bucket}/src/d/f0.bin", f"s3://{bucket}/one/")
     assert r.returncode == 0, r.stderr
     assert keys(s3, bucket, "one/") == {"f0.bin": keys(s3, bucket, "src/d/")["f0.bin"]}
+
+
+def test_sync_sets_object_options_on_uploads_and_refuses_them_on_downloads(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    src = os.path.join(work_dir, "src")
+    tree(src, {"page.html": b"<p>hi</p>", "data.bin": b"\x00" * 10})
+    url = f"s3://{bucket}/site/"
+    code, out = sync_json(rclone_server, src, url, "--metadata", "owner=ops")
+    assert code == 0, out
+    html = s3.head_object(Bucket=bucket, Key="site/page.html")
+    assert meta(html)["owner"] == "ops"
+    assert "mtime" in meta(html)  # the sync convention is kept beside the user's keys
+    assert html["ContentType"] == "text/html"  # guessed from the name, as cp does
+    tree(src, {"data.bin": b"\x01" * 11})
+    code, out = sync_json(rclone_server, src, url, "--content-type", "application/x-test")
+    assert (code, out["copied"]) == (0, 1)
+    data = s3.head_object(Bucket=bucket, Key="site/data.bin")
+    assert data["ContentType"] == "application/x-test"
+
+    # S3 -> S3: --metadata adds keys on the server-side copy; the rest would not apply.
+    code, out = sync_json(rclone_server, url, f"s3://{bucket}/copy/", "--metadata", "tier=2")
+    assert code == 0, out
+    assert meta(s3.head_object(Bucket=bucket, Key="copy/page.html"))["tier"] == "2"
+    r = run_cli(rclone_server, "sync", url, f"s3://{bucket}/c2/", "--sse", "AES256")
+    assert r.returncode == 2
+    assert "--sse sets how uploads are stored; this is a server-side copy" in r.stderr
+    r = run_cli(rclone_server, "sync", url, os.path.join(work_dir, "down"), "--metadata", "a=b")
+    assert r.returncode == 2
+    assert "this is a download" in r.stderr
+    assert not os.path.exists(os.path.join(work_dir, "down"))  # refused before any request

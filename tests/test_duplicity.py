@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.localserver import LocalS3Server
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "fastxfer-duplicity")
 

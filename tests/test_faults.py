@@ -41,9 +41,9 @@ from fastxfer import (
     TransferManager,
 )
 from fastxfer import localserver as localserver_module
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
-from fastxfer.testing.moto_server import RealisticMotoServer
 
 from faultproxy import FaultProxy, is_ranged_get, is_upload_part
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from fastxfer.testing.moto_server import RESTORE_COMPLETED, RealisticMotoServer, s3_operation
+from fastxfer.coldserver import RESTORE_COMPLETED, RealisticMotoServer, s3_operation
 
 DELAY = 0.5
 BUCKET = "restore-tests"

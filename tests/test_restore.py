@@ -27,6 +27,7 @@ from fastxfer import (
     UsageError,
 )
 from fastxfer.cli import main as cli_main
+from fastxfer.coldserver import RealisticMotoServer
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import download_get_count
 from fastxfer.restore import (
@@ -50,7 +51,6 @@ from fastxfer.restore import (
 )
 from fastxfer.session import Session
 from fastxfer.testing import FakeClock
-from fastxfer.testing.moto_server import RealisticMotoServer
 from fastxfer.transfer import TransferHandle
 
 # -- pure logic ----------------------------------------------------------------

@@ -10,11 +10,12 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from fastxfer.config import TransferConfig
+from fastxfer.config import TransferConfig, is_timetable
 from fastxfer.errors import FastxferError, InvalidConfig, UsageError
+from fastxfer.objectinfo import ObjectOptions
 from fastxfer.units import parse_count, parse_rate, parse_size
 
 if TYPE_CHECKING:
@@ -227,33 +228,6 @@ def filters_from_args(args: argparse.Namespace) -> Filters:
     return Filters.parse(getattr(args, "filters", None) or [])
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectOptions:
-    """Per-object settings of uploads: user metadata, Content-Type, server-side encryption."""
-
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-    """None: guessed from the file name (as aws does), else none sent."""
-    sse: str | None = None
-    sse_kms_key_id: str | None = None
-
-    @property
-    def given(self) -> list[str]:
-        """The flags that were given (for refusing them where they do not apply)."""
-        out = ["--metadata"] if self.metadata else []
-        out += ["--content-type"] if self.content_type else []
-        out += ["--sse"] if self.sse else []
-        return out + (["--sse-kms-key-id"] if self.sse_kms_key_id else [])
-
-    def content_type_for(self, name: str) -> str | None:
-        """``--content-type``, else the type guessed from ``name``'s extension."""
-        if self.content_type:
-            return self.content_type
-        import mimetypes
-
-        return mimetypes.guess_type(name, strict=False)[0]
-
-
 def add_object_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("object settings (uploads)")
     g.add_argument(
@@ -385,13 +359,10 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-_TIMETABLE_HINT = re.compile(r"\d:\d\d")
-
-
 def _bwlimit(value: str) -> tuple[str, Any]:
     """``--bwlimit``: a rate (``8M``), or a timetable as rclone takes it there
     (``"08:00,512K 12:00,10M 23:00,off"``, or the weekly form)."""
-    if not _TIMETABLE_HINT.search(value):
+    if not is_timetable(value):
         return "bwlimit", parse_rate(value, what="--bwlimit")
     from fastxfer.bandwidth import Schedule
 

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Iterable, Sequence
 
 from fastxfer.cli.common import (
     EXIT_CODES_HELP,
-    ObjectOptions,
     Parser,
     Subparsers,
     add_command,
@@ -57,6 +56,7 @@ from fastxfer.localpath import (
     map_keys,
 )
 from fastxfer.manager import ObjectInfo, TransferManager
+from fastxfer.objectinfo import ObjectOptions
 from fastxfer.progress import Subscriber
 from fastxfer.s3url import is_s3_url, parse_s3_url
 from fastxfer.storage_class import StorageClassRule, parse_rules, resolve_storage_class
@@ -411,20 +411,8 @@ async def copy(
 
 def _check_options(jobs: Sequence[CopyJob], opts: ObjectOptions) -> None:
     """Refuse, before any data moves, object settings that would not apply."""
-    if not jobs:
-        return
-    direction = jobs[0].direction
-    given = opts.given
-    if direction == "copy":
-        given = [flag for flag in given if flag != "--metadata"]
-    if direction != "upload" and given:
-        raise UsageError(
-            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} how uploads are stored; "
-            f"this is a {'server-side copy' if direction == 'copy' else 'download'}",
-            hint="a server-side copy keeps the source's settings (--metadata adds keys)"
-            if direction == "copy"
-            else "leave it out",
-        )
+    if jobs:
+        opts.check_applies(jobs[0].direction)
 
 
 def _begin(

@@ -1,9 +1,11 @@
 """``fastxfer serve`` (the embedded local S3 server) and ``fastxfer demo`` (a round trip
-through it, for newcomers)."""
+through it, for newcomers; ``demo --cold``: a batch restore from DEEP_ARCHIVE on the local
+Glacier-like server, :mod:`fastxfer.coldserver`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import json
 import os
@@ -11,17 +13,36 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastxfer.cli.common import HANDLED_SIGNALS, Parser, Subparsers, add_command, run_async
 from fastxfer.cli.cp import copy
 from fastxfer.cli.outcome import CopyOutcome, print_outcome
 from fastxfer.config import TransferConfig
-from fastxfer.errors import InvalidS3Url, UsageError
+from fastxfer.errors import FastxferError, InvalidConfig, InvalidS3Url, UsageError
 from fastxfer.manager import TransferManager
+from fastxfer.progress import BaseSubscriber
+from fastxfer.restore import (
+    CostEstimate,
+    RestoreOptions,
+    RestoreReport,
+    expected_restore_seconds,
+    parse_duration,
+    summarize_estimate,
+    summarize_report,
+)
 from fastxfer.s3url import parse_s3_url
 from fastxfer.units import format_rate, format_size, parse_size
+
+if TYPE_CHECKING:
+    from fastxfer.coldserver import Event, RealisticMotoServer
+    from fastxfer.transfer import TransferStats
+
+COLD_DELAY = "5s"
+"""``demo --cold``: how long a restore takes on the local server (up to 12 h on AWS)."""
+COLD_PREFIX = "cold/"
 
 
 def register(sub: Subparsers[Parser]) -> None:
@@ -32,10 +53,28 @@ def register(sub: Subparsers[Parser]) -> None:
         help="upload and download sample data through an embedded local S3 server",
         description="Starts rclone serve s3 on 127.0.0.1 (no account, no Docker), uploads "
         "sample files with fastxfer, downloads them back, checks every byte and prints "
-        "the throughput.",
+        "the throughput.  With --cold: uploads them in DEEP_ARCHIVE to a local server that "
+        "imitates Glacier's delay (moto; pip install 'fastxfer[demo]'), prints the restore "
+        "estimate, restores them in one batch and downloads each as it thaws, as "
+        "`fastxfer restore --download` does.",
     )
-    d.add_argument("--size", default="512MiB", help="total sample data (default 512MiB)")
-    d.add_argument("--files", type=int, default=9, help="number of files (default 9)")
+    d.add_argument(
+        "--size", default=None, help="total sample data (default 512MiB; 32MiB with --cold)"
+    )
+    d.add_argument(
+        "--files", type=int, default=None, help="number of files (default 9; 8 with --cold)"
+    )
+    d.add_argument(
+        "--cold",
+        action="store_true",
+        help="a batch restore from DEEP_ARCHIVE on a local Glacier-like server",
+    )
+    d.add_argument(
+        "--restore-delay",
+        default=None,
+        metavar="DURATION",
+        help=f"with --cold: how long a restore takes, e.g. 3s, 1m (default {COLD_DELAY})",
+    )
     d.add_argument("--concurrency", type=int, default=16, help="requests in flight (16)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -49,6 +88,15 @@ def register(sub: Subparsers[Parser]) -> None:
     s.add_argument("root", help="directory to serve; top-level folders are buckets")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--bucket", action="append", default=[], help="create this bucket")
+    s.add_argument(
+        "-v",
+        "--verbose",
+        dest="server_log",  # not the client's -v: this command sends no request of its own
+        action="count",
+        default=0,
+        help="show the server's log on stderr (rclone's INFO: objects written, requests "
+        "refused; -vv: rclone's DEBUG, a line per request)",
+    )
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -79,17 +127,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Stop the server on SIGTERM / SIGHUP as on Ctrl-C, for this command's run only.
     previous = {sig: signal.signal(sig, stop) for sig in HANDLED_SIGNALS}
     try:
-        return _serve(args.root, args.port, args.bucket)
+        return _serve(args.root, args.port, args.bucket, _server_log_level(args.server_log))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _serve(root: str, port: int, buckets: list[str]) -> int:
+def _server_log_level(verbosity: int) -> str | None:
+    """rclone's log level for ``serve -v`` (INFO) / ``-vv`` (DEBUG); None: no log."""
+    return None if verbosity <= 0 else "INFO" if verbosity == 1 else "DEBUG"
+
+
+def _serve(root: str, port: int, buckets: list[str], log_level: str | None = None) -> int:
     from fastxfer.localserver import LocalS3Server
 
     try:
-        with LocalS3Server(root=root, port=port) as srv:
+        with LocalS3Server(root=root, port=port, log_level=log_level) as srv:
             for b in buckets:
                 srv.make_bucket(b)
             print(
@@ -111,11 +164,29 @@ def _serve(root: str, port: int, buckets: list[str]) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
-    return run_demo(
-        total=parse_size(args.size, what="--size"),
-        files=args.files,
+    if args.restore_delay is not None and not args.cold:
+        raise UsageError("--restore-delay goes with --cold")
+    total = parse_size(args.size or ("32MiB" if args.cold else "512MiB"), what="--size")
+    files = args.files if args.files is not None else 8 if args.cold else 9
+    progress = not args.no_progress and sys.stderr.isatty()
+    if not args.cold:
+        return run_demo(
+            total=total,
+            files=files,
+            concurrency=args.concurrency,
+            progress=progress,
+            as_json=args.json,
+        )
+    try:
+        delay = parse_duration(args.restore_delay or COLD_DELAY)
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"--restore-delay: {exc.message}", hint=exc.hint) from None
+    return run_cold_demo(
+        total=total,
+        files=files,
         concurrency=args.concurrency,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        restore_delay=delay,
+        progress=progress,
         as_json=args.json,
     )
 
@@ -221,4 +292,190 @@ def run_demo(*, total: int, files: int, concurrency: int, progress: bool, as_jso
             f"round trip byte-identical: {'yes' if same else 'NO'}",
             file=sys.stderr,
         )
+    return 0 if same else 8
+
+
+# -- demo --cold ---------------------------------------------------------------------
+
+
+_CHECKED = {"client": "CRC64NVME checked", "md5": "MD5 checked", "size": "size checked"}
+
+
+class _ThawLog(BaseSubscriber):
+    """A line on stderr as each restored object is downloaded, timed from the batch request."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # time.monotonic() of the restore request
+
+    def on_done(self, stats: TransferStats) -> None:
+        if self.since is None or stats.direction != "download" or stats.finished_at is None:
+            return
+        name = stats.key.removeprefix(COLD_PREFIX)
+        what = (
+            f"download of {name} failed: {stats.error}"
+            if stats.error
+            else f"downloaded {name} ({format_size(stats.bytes_done)}; "
+            f"{_CHECKED.get(stats.verified or '', 'not checked')})"
+        )
+        print(f"  {stats.finished_at - self.since:5.1f} s  {what}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class _ColdTrip:
+    up: CopyOutcome
+    estimate: CostEstimate | None = None
+    report: RestoreReport | None = None
+
+
+def _step(text: str) -> None:
+    print(f"\n{text}", file=sys.stderr)
+
+
+async def _cold_trip(
+    cfg: TransferConfig, src: str, opts: RestoreOptions, *, progress: bool
+) -> _ColdTrip:
+    """``cp -r SRC s3://BUCKET/cold/`` in DEEP_ARCHIVE, then ``fastxfer restore
+    s3://BUCKET/cold/ --download DST`` after its ``--dry-run``, on one manager."""
+    url = f"s3://{opts.bucket}/{opts.prefix}"
+    thaw_log = _ThawLog()
+    async with TransferManager(cfg, subscribers=[thaw_log]) as tm:
+        _step(f"1. upload in DEEP_ARCHIVE: fastxfer cp -r SRC {url} --storage-class DEEP_ARCHIVE")
+        up = await copy(tm, src, url, recursive=True, progress=progress)
+        print_outcome(up)
+        if up.exit_code:
+            return _ColdTrip(up)
+        _step(
+            f"2. the estimate: fastxfer restore {url} --download DST --dry-run\n"
+            "   (AWS prices; polls counted at the tier's interval, as on AWS)"
+        )
+        estimate = await tm.restore_job(dataclasses.replace(opts, poll_interval=None)).estimate()
+        print(summarize_estimate(estimate), file=sys.stderr)
+        _step(
+            f"3. restore in one batch, download as they thaw: fastxfer restore {url} "
+            f"--download DST --poll-interval {opts.poll_interval:g}s"
+        )
+        thaw_log.since = time.monotonic()
+        report = await tm.restore_job(opts).run()
+        print(summarize_report(report), file=sys.stderr)
+    return _ColdTrip(up, estimate, report)
+
+
+def _start_cold_server(restore_delay: float) -> RealisticMotoServer:
+    from fastxfer.coldserver import RealisticMotoServer, moto_installed
+
+    if not moto_installed():
+        raise UsageError("demo --cold needs moto: pip install 'fastxfer[demo]'")
+    try:
+        return RealisticMotoServer(restore_delay=restore_delay).start()
+    except RuntimeError as exc:
+        raise FastxferError(
+            f"the local Glacier-like server did not start: {exc}",
+            hint="pip install 'fastxfer[demo]'",
+        ) from None
+
+
+@dataclass(frozen=True)
+class _ServerSaw:
+    """What the server counted: requests by operation, RestoreObject per key, and
+    whether every RestoreObject arrived before the first GetObject."""
+
+    counts: dict[str, int]
+    restores_per_key: Counter[str]
+    restores_before_first_get: bool
+    first_get_after: float | None
+    """Seconds from the first RestoreObject to the first GetObject."""
+
+    @classmethod
+    def of(cls, counts: dict[str, int], events: list[Event]) -> _ServerSaw:
+        restores = [e for e in events if e.op == "RestoreObject"]
+        gets = [e for e in events if e.op == "GetObject"]
+        first_get = min((e.time for e in gets), default=None)
+        before = bool(restores) and (first_get is None or max(e.time for e in restores) < first_get)
+        after = first_get - restores[0].time if restores and first_get is not None else None
+        return cls(counts, Counter(e.key for e in restores), before, after)
+
+    def one_restore_per_object(self, objects: int) -> bool:
+        return sorted(self.restores_per_key.values()) == [1] * objects
+
+    def summary(self, objects: int) -> str:
+        each = "one each" if self.one_restore_per_object(objects) else "NOT one each"
+        when = "all before the first GET" if self.restores_before_first_get else "NOT all before"
+        text = (
+            f"the server received {self.counts.get('RestoreObject', 0)} RestoreObject "
+            f"requests for {objects} objects ({each}), {when}"
+        )
+        if self.first_get_after is not None:
+            text += (
+                f"; the first GET came {self.first_get_after:.1f} s after the first RestoreObject"
+            )
+        return text
+
+
+def run_cold_demo(
+    *,
+    total: int,
+    files: int,
+    concurrency: int,
+    restore_delay: float,
+    progress: bool,
+    as_json: bool,
+) -> int:
+    """Upload ``files`` random files (``total`` bytes) in DEEP_ARCHIVE to a fresh local
+    Glacier-like server, restore them in one batch and download each as it thaws."""
+    files = max(1, files)
+    with tempfile.TemporaryDirectory(prefix="fastxfer-demo-", dir=_tmp_root()) as work:
+        src = os.path.join(work, "src")
+        dst = os.path.join(work, "dst")
+        opts = RestoreOptions(  # the job state file lives and dies with the demo
+            bucket="demo",
+            prefix=COLD_PREFIX,
+            poll_interval=1.0,
+            download_dir=dst,
+            state_path=os.path.join(work, "restore.db"),
+        )
+        aws = expected_restore_seconds("DEEP_ARCHIVE", opts.tier) or 0.0
+        with _start_cold_server(restore_delay) as srv:
+            nbytes = sum(_sample_files(src, total, files))
+            srv.make_bucket(opts.bucket)
+            print(
+                f"local Glacier-like S3 server (moto) on {srv.endpoint_url}: a restore takes "
+                f"{restore_delay:g} s here (up to {aws / 3600:g} h on AWS: DEEP_ARCHIVE, tier "
+                f"{opts.tier.value}); {files} files, {format_size(nbytes)}",
+                file=sys.stderr,
+            )
+            kw = srv.client_kwargs()
+            cfg = TransferConfig.from_env(  # as `fastxfer cp` builds it, pointed at this server
+                endpoint_url=kw["endpoint_url"],
+                region=kw["region_name"],
+                profile=None,
+                aws_access_key_id=kw["aws_access_key_id"],
+                aws_secret_access_key=kw["aws_secret_access_key"],
+                max_concurrency=concurrency,
+                storage_class="DEEP_ARCHIVE",
+            )
+            trip = run_async(_cold_trip(cfg, src, opts, progress=progress))
+            saw = _ServerSaw.of(srv.counts(), srv.events())
+        if trip.estimate is None or trip.report is None:
+            return trip.up.exit_code
+        report = trip.report
+        same = not report.failed and _identical(src, dst)
+    if as_json:
+        result: dict[str, Any] = {
+            "files": files,
+            "bytes": nbytes,
+            "restore_delay": restore_delay,
+            "upload_seconds": round(trip.up.seconds, 3),
+            "restore_seconds": round(report.elapsed, 3),
+            "estimate": trip.estimate.to_dict(),
+            "restore": report.to_dict(per_object=False),
+            "server_requests": saw.counts,
+            "one_restore_per_object": saw.one_restore_per_object(files),
+            "restores_before_first_get": saw.restores_before_first_get,
+            "first_get_after_first_restore": saw.first_get_after,
+            "identical": same,
+        }
+        print(json.dumps(result, indent=2))
+    _step(f"4. summary\n{saw.summary(files)}\nround trip byte-identical: {'yes' if same else 'NO'}")
+    if report.failed:
+        return 1
     return 0 if same else 8

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastxfer.cli.common import (
     EXIT_FAILED,
-    ObjectOptions,
     config_from_args,
     filters_from_args,
     key_problem,
@@ -33,6 +32,7 @@ from fastxfer.cli.outcome import CopyJob, CopyOutcome, print_outcome, printable
 from fastxfer.cli.progress import ProgressBar, wanted
 from fastxfer.errors import FastxferError, UsageError, translate
 from fastxfer.manager import TransferManager
+from fastxfer.objectinfo import ObjectOptions
 from fastxfer.progress import Subscriber
 from fastxfer.s3url import is_s3_url, parse_s3_url
 from fastxfer.storage_class import parse_rules, resolve_storage_class

@@ -26,10 +26,12 @@ from fastxfer.cli.common import (
     add_command,
     add_connection_options,
     add_filter_options,
+    add_object_options,
     add_output_options,
     add_transfer_options,
     config_from_args,
     filters_from_args,
+    object_options_from_args,
     run_async,
     warn,
 )
@@ -38,9 +40,10 @@ from fastxfer.cli.progress import ProgressBar, wanted
 from fastxfer.errors import LocalFileError, UsageError
 from fastxfer.filters import Filters
 from fastxfer.manager import TransferManager
+from fastxfer.objectinfo import ObjectOptions
 from fastxfer.progress import BaseSubscriber, Subscriber
 from fastxfer.s3url import is_s3_url, parse_s3_url
-from fastxfer.sync import LocalDir, Location, Mode, S3Prefix, SyncResult, sync
+from fastxfer.sync import LocalDir, Location, Mode, S3Prefix, SyncResult, direction, sync
 from fastxfer.transfer import TransferStats
 from fastxfer.units import format_rate, format_size
 
@@ -92,6 +95,7 @@ def register(sub: Subparsers[Parser]) -> None:
         help="the same size is unchanged",
     )
     add_filter_options(p)
+    add_object_options(p)
     add_connection_options(p)
     # --checksum is the comparison here (as in rclone): the integrity mode is --integrity.
     add_transfer_options(p, integrity_flags=("--integrity",), rules=False)
@@ -163,12 +167,14 @@ async def run_sync(
     delete: bool = False,
     dry_run: bool = False,
     filters: Filters | None = None,
+    options: ObjectOptions | None = None,
     progress: bool = False,
 ) -> tuple[SyncResult, Counter[str], float]:
     """Check, then sync; returns the result, the transfers' requests and the wall time."""
     if isinstance(src, LocalDir) and isinstance(dst, LocalDir):
         raise UsageError("one of SRC and DST must be an s3:// URL", hint="rsync syncs folders")
     _check_no_overlap(src, dst)
+    (options or ObjectOptions()).check_applies(direction(src, dst))
     if isinstance(src, LocalDir):
         _check_local_source(src.path)
     if isinstance(dst, LocalDir) and os.path.exists(dst.path) and not os.path.isdir(dst.path):
@@ -192,6 +198,7 @@ async def run_sync(
             delete=delete,
             dry_run=dry_run,
             filters=filters,
+            options=options,
             subscribers=subscribers,
         )
         seconds = time.monotonic() - started
@@ -288,6 +295,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     src = location(args.src, "SRC")
     dst = location(args.dst, "DST")
     filters = filters_from_args(args)
+    options = object_options_from_args(args)
+    options.check_applies(direction(src, dst))
     cfg = config_from_args(args)
     progress = wanted(args)
 
@@ -301,6 +310,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 delete=args.delete,
                 dry_run=args.dry_run,
                 filters=filters,
+                options=options,
                 progress=progress,
             )
         print_result(

@@ -1,11 +1,15 @@
-"""A realistic S3 test server for cold-storage restores: moto 5.2.5 in a subprocess.
+"""A local Glacier-like S3 server: moto 5.2.5 in a subprocess, with AWS-like restores.
 
-Stock moto finishes a RestoreObject instantly (its optional state-manager delay
-starts at the PUT, not at the restore) and answers a repeated RestoreObject
-during a restore with 200.  AWS instead keeps the object unreadable for hours
-after the restore request and answers 409 RestoreAlreadyInProgress.  This
-server fixes both, so fastxfer's restore → poll → download pipeline can be
-tested against a restore that really takes ``restore_delay`` seconds:
+``fastxfer demo --cold`` shows batch restores on it without an AWS account,
+and fastxfer's tests and benchmarks run restores against it.
+
+Stock moto finishes a RestoreObject instantly (its optional state-manager
+delay starts at the PUT, not at the restore) and answers a repeated
+RestoreObject during a restore with 200.  AWS instead keeps the object
+unreadable for hours after the restore request and answers 409
+RestoreAlreadyInProgress.  This server fixes both, so fastxfer's restore →
+poll → download pipeline runs against a restore that really takes
+``restore_delay`` seconds:
 
 * RestoreObject: 202 on the first request, 409 RestoreAlreadyInProgress while
   the restore runs, 200 once restored (the expiry is extended).  On a
@@ -25,7 +29,7 @@ tested against a restore that really takes ``restore_delay`` seconds:
 
 Why a subprocess and not an in-process ``ThreadedMotoServer``: the behaviour
 is changed by patching moto's classes, and moto's backends are process-wide
-globals; patching them in the test process would change every ``mock_aws``
+globals; patching them in the calling process would change every ``mock_aws``
 test too, and ``mock_aws`` resets would wipe this server's objects.  A child
 process also keeps moto's CPU work (MD5 of every body, XML) off the GIL of the
 asyncio client under test.  Startup costs ~1 s (importing moto); use one server
@@ -41,13 +45,14 @@ Restores ignore ``versionId`` (moto restores the latest version); a repeated
 restore with a faster Tier during a restore gets 409 too (AWS accepts such a
 speed upgrade).
 
-Run directly (``python -m fastxfer.testing.moto_server --port 5000``) for a
-manual server; the control API is JSON under ``/_realistic/`` (not an S3 bucket
-name: bucket names cannot start with ``_``).
+Run directly (``python -m fastxfer.coldserver --port 5000``) for a manual
+server; the control API is JSON under ``/_realistic/`` (not an S3 bucket name:
+bucket names cannot start with ``_``).
 
-Needs the ``dev`` extra (``moto[server]``), which only the server process
-imports: importing this module (or :mod:`fastxfer.testing`) does not import
-moto, and nothing in the engine imports this module.
+Needs moto (``pip install 'fastxfer[demo]'``; the ``dev`` extra has it too),
+which only the server process imports: importing this module does not import
+moto (:func:`moto_installed` says whether the server can start), and nothing
+in the engine imports this module; the CLI's ``demo --cold`` does.
 """
 
 from __future__ import annotations
@@ -85,8 +90,19 @@ class Event(NamedTuple):
 
 
 # --------------------------------------------------------------------------
-# Test-process side
+# Client side (the process that starts the server)
 # --------------------------------------------------------------------------
+
+
+def moto_installed() -> bool:
+    """Whether the server can start here: moto and the web stack it serves with are
+    importable (checked without importing them)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("moto", "flask", "werkzeug"))
+    except (ImportError, ValueError):  # a parent package that fails, or a blocked module
+        return False
 
 
 class RealisticMotoServer:
@@ -118,7 +134,7 @@ class RealisticMotoServer:
             "-W",
             "ignore::DeprecationWarning",  # even under PYTHONWARNINGS=error
             "-m",
-            "fastxfer.testing.moto_server",
+            "fastxfer.coldserver",
             "--port",
             "0",
             "--restore-delay",
@@ -180,6 +196,23 @@ class RealisticMotoServer:
             "aws_access_key_id": "testing",
             "aws_secret_access_key": "testing",
         }
+
+    def client(self) -> Any:
+        """A boto3 client with the settings this server needs (path-style addressing)."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        return boto3.client("s3", **self.client_kwargs(), config=config)
+
+    def make_bucket(self, name: str) -> str:
+        """Create a bucket through the S3 API (a counted CreateBucket) and return its name."""
+        self.client().create_bucket(Bucket=name)
+        return name
 
     # -- control -------------------------------------------------------------
 
@@ -282,7 +315,7 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 # --------------------------------------------------------------------------
-# Server-process side (imports moto; never imported into the test process)
+# Server-process side (imports moto; never imported into the client process)
 # --------------------------------------------------------------------------
 
 # Sub-resources (query parameters) that select the S3 operation, first match
@@ -435,7 +468,7 @@ def _patch_moto(state: _ServerState) -> None:
 
     if moto.__version__ != MOTO_VERSION:
         raise RuntimeError(
-            f"fastxfer/testing/moto_server.py patches moto {MOTO_VERSION} internals, found "
+            f"fastxfer/coldserver.py patches moto {MOTO_VERSION} internals, found "
             f"moto {moto.__version__}: re-check the patches, then update MOTO_VERSION"
         )
     ready_attr = "_realistic_restore_ready_at"  # monotonic time the restore completes
