@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -308,14 +308,22 @@ class TransferManager:
         return await self.session.head(bucket, key)
 
     def list_objects(
-        self, bucket: str, prefix: str = "", *, delimiter: str | None = None
-    ) -> AsyncIterator[ObjectInfo]:
-        """Every object under ``prefix``, page by page (1,000 keys a request).
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        delimiter: str | None = None,
+        start_after: str | None = None,
+    ) -> AsyncGenerator[ObjectInfo, None]:
+        """Every object under ``prefix``, page by page (1,000 keys a request), in key
+        order; from the first key after ``start_after`` if given.
 
         With ``delimiter`` (``"/"``), the common prefixes are yielded too, as
         ObjectInfo with ``is_prefix=True``.
         """
-        return self.session.list_objects(bucket, prefix, delimiter=delimiter)
+        return self.session.list_objects(
+            bucket, prefix, delimiter=delimiter, start_after=start_after
+        )
 
     async def list_buckets(self) -> list[str]:
         """Names of the buckets the credentials can see."""

@@ -23,7 +23,7 @@ import contextlib
 import email.utils
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -583,8 +583,9 @@ class Session:
         *,
         delimiter: str | None = None,
         restore_status: bool = False,
+        start_after: str | None = None,
         counts: Counts | None = None,
-    ) -> AsyncIterator[ObjectInfo]:
+    ) -> AsyncGenerator[ObjectInfo, None]:
         """Every object under ``prefix`` (1,000 a request), in key order.
 
         With ``delimiter``, the common prefixes of each page are yielded too
@@ -596,6 +597,8 @@ class Session:
             kw["Delimiter"] = delimiter
         if restore_status:
             kw["OptionalObjectAttributes"] = ["RestoreStatus"]
+        if start_after:
+            kw["StartAfter"] = start_after
         async for page in self.pages("list_objects_v2", bucket=bucket, counts=counts, **kw):
             for cp in page.get("CommonPrefixes", []) or []:
                 yield ObjectInfo(

@@ -25,6 +25,7 @@ when one failed.  ``dry_run`` plans and reports without changing anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -139,14 +140,17 @@ async def sync(
         src_entries = {rel: e for rel, e in src_entries.items() if rel in keep}
     plan = SyncPlan(skipped=skipped)
     pairs = [(s, dst_entries.get(rel)) for rel, s in sorted(src_entries.items())]
-    # Comparisons that need a HEAD or a file read run concurrently, under the budget.
+    # Most comparisons are decided by the listings; those that need a HEAD or a file
+    # read run concurrently, under the budget.
+    quick = [_quick_unchanged(s, d, src, dst, mode) if d is not None else False for s, d in pairs]
     async with asyncio.TaskGroup() as tg:
-        same = [
-            tg.create_task(_unchanged(tm, s, d, src, dst, mode)) if d is not None else None
-            for s, d in pairs
-        ]
-    for (s, d), task in zip(pairs, same, strict=True):
-        if task is not None and task.result():
+        slow = {
+            i: tg.create_task(_unchanged(tm, s, d, src, dst, mode))
+            for i, ((s, d), q) in enumerate(zip(pairs, quick, strict=True))
+            if q is None and d is not None
+        }
+    for i, (s, d) in enumerate(pairs):
+        if slow[i].result() if i in slow else quick[i]:
             plan.unchanged += 1
         else:
             plan.copy.append((s, d))
@@ -182,17 +186,24 @@ async def _scan(
 
 
 MAX_FANOUT = 1000
-"""Most sub-prefixes listed side by side; a wider tree is listed flat, page by page."""
+"""Most sub-prefixes split into ranges; a wider tree is listed flat, page by page."""
+
+RANGES = 8
+"""Key ranges listed side by side."""
 
 
 async def list_tree(tm: TransferManager, bucket: str, prefix: str) -> list[ObjectInfo]:
-    """Every object under ``prefix``, its "directories" listed concurrently.
+    """Every object under ``prefix``, its key space listed in ranges side by side.
 
     A listing is a chain of pages (each needs the previous one's token), so a
     flat listing of 10,000 keys is 10 requests one after the other.  One
     delimited LIST finds the objects right under ``prefix`` and its
-    sub-prefixes; those are then listed side by side under the connection
-    budget.  The union is exactly the flat listing.
+    sub-prefixes ("directories"); the sub-prefixes, in key order, are cut into
+    up to :data:`RANGES` runs, and each run is listed flat from its first
+    sub-prefix (``StartAfter``) until the next run begins.  The chains run
+    side by side under the connection budget and make about as many requests
+    as the flat listing (not one per directory); the union is exactly the flat
+    listing.
     """
     top: list[ObjectInfo] = []
     subs: list[str] = []
@@ -203,12 +214,27 @@ async def list_tree(tm: TransferManager, bucket: str, prefix: str) -> list[Objec
                 return [o async for o in tm.list_objects(bucket, prefix)]
         else:
             top.append(o)
+    if not subs:
+        return top
+    n = min(RANGES, len(subs))
+    firsts = [subs[len(subs) * i // n] for i in range(n)]
+    ends: list[str | None] = [*firsts[1:], None]
 
-    async def whole(sub: str) -> list[ObjectInfo]:
-        return [o async for o in tm.list_objects(bucket, sub)]
+    async def run(first: str, end: str | None) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        # StartAfter "p/d001" (the sub-prefix less its "/") is just before "p/d001/...".
+        listing = tm.list_objects(bucket, prefix, start_after=first[:-1])
+        async with contextlib.aclosing(listing):
+            async for o in listing:
+                if end is not None and o.key >= end:
+                    break
+                # Between sub-prefixes may lie objects right under ``prefix`` (in ``top``).
+                if o.key >= first and "/" in o.key[len(prefix) :]:
+                    out.append(o)
+        return out
 
     async with asyncio.TaskGroup() as tg:
-        parts = [tg.create_task(whole(sub)) for sub in subs]
+        parts = [tg.create_task(run(f, e)) for f, e in zip(firsts, ends, strict=True)]
     return top + [o for t in parts for o in t.result()]
 
 
@@ -246,25 +272,35 @@ def _walk(root: str, flt: Filters) -> tuple[dict[str, Entry], list[tuple[str, st
     return out, skipped
 
 
-async def _unchanged(
-    tm: TransferManager, s: Entry, d: Entry, src: Location, dst: Location, mode: Mode
-) -> bool:
+def _quick_unchanged(s: Entry, d: Entry, src: Location, dst: Location, mode: Mode) -> bool | None:
+    """Whether ``d`` is ``s`` unchanged, from the listings alone; None: a HEAD or a
+    file read must tell (:func:`_unchanged`)."""
     if s.size != d.size:
         return False
     if mode == "size":
         return True
     if mode == "checksum":
-        return await _same_crc(tm, s, d)
+        return None
     if isinstance(src, LocalDir):  # up: not newer than the upload
         return s.mtime_ns <= d.mtime_ns + MTIME_SLACK_NS
     if isinstance(dst, LocalDir):  # down: the same mtime as the object's
         if abs(s.mtime_ns - d.mtime_ns) < MTIME_SLACK_NS:
             return True  # a file set to LastModified (an object without mtime metadata)
-        assert s.info is not None
-        info = await tm.head(s.info.bucket, s.info.key)
-        remote = info.mtime_ns
-        return remote is not None and abs(remote - d.mtime_ns) < MTIME_SLACK_NS
+        return None  # the object's mtime metadata decides
     return d.mtime_ns + MTIME_SLACK_NS >= s.mtime_ns  # S3 -> S3: not older
+
+
+async def _unchanged(
+    tm: TransferManager, s: Entry, d: Entry, src: Location, dst: Location, mode: Mode
+) -> bool:
+    """The comparisons :func:`_quick_unchanged` leaves open."""
+    if mode == "checksum":
+        return await _same_crc(tm, s, d)
+    assert isinstance(dst, LocalDir)
+    assert s.info is not None
+    info = await tm.head(s.info.bucket, s.info.key)
+    remote = info.mtime_ns
+    return remote is not None and abs(remote - d.mtime_ns) < MTIME_SLACK_NS
 
 
 async def _same_crc(tm: TransferManager, s: Entry, d: Entry) -> bool:

@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from fastxfer import TransferConfig, TransferManager
 from fastxfer.filters import Filters
 from fastxfer.sync import LocalDir, S3Prefix, sync
@@ -146,6 +148,39 @@ async def test_s3_to_s3_copies_on_the_server(
     assert first.copied == 5
     assert again.copied == 0
     assert moto_s3.get_object(Bucket=moto_bucket, Key="dst/3")["Body"].read() == b"3"
+
+
+@pytest.mark.parametrize("server", ["rclone", "moto"])
+async def test_the_ranged_listing_equals_the_flat_one(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    from fastxfer.sync import RANGES, list_tree
+
+    if server == "rclone":
+        bucket, s3 = request.getfixturevalue("bucket"), request.getfixturevalue("s3")
+        cfg = request.getfixturevalue("make_config")()
+    else:
+        bucket, s3 = request.getfixturevalue("moto_bucket"), request.getfixturevalue("moto_s3")
+        cfg = request.getfixturevalue("moto_config")()
+    keys = [f"p/d{i:02d}/{j}" for i in range(3 * RANGES) for j in range(3)]
+    # Objects right under p/ that sort between and just before the "directories":
+    # "p/d03" and "p/d03-x" sort before "p/d03/...", "p/d03x" after it.
+    keys += ["p/top.txt", "p/d03-x", "p/d03x", "p/d05/deeper/z", "p/zz", "q/outside"]
+    if server == "moto":
+        keys.append("p/d03")  # rclone's disk cannot hold a file and a folder of one name
+    for k in keys:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"x")
+    async with TransferManager(cfg) as tm:
+        if server == "moto":
+            request.getfixturevalue("moto_server").reset_counts()
+        tree = [o.key for o in await list_tree(tm, bucket, "p/")]
+        if server == "moto":
+            lists = request.getfixturevalue("moto_server").counts()["ListObjectsV2"]
+            # One delimited LIST and one per range, not one per directory (24 of them).
+            assert lists == 1 + RANGES
+        flat = [o.key async for o in tm.list_objects(bucket, "p/")]
+    assert sorted(tree) == flat == sorted(k for k in keys if k.startswith("p/"))
+    assert len(tree) == len(set(tree))  # no key from two ranges
 
 
 async def test_the_concurrent_listing_equals_the_flat_one(
