@@ -25,7 +25,6 @@ when one failed.  ``dry_run`` plans and reports without changing anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -174,7 +173,7 @@ async def _scan(
     if isinstance(where, LocalDir):
         return await asyncio.get_running_loop().run_in_executor(None, _walk, where.path, flt)
     out: dict[str, Entry] = {}
-    for info in await list_tree(tm, where.bucket, where.prefix):
+    for info in await tm.list_tree(where.bucket, where.prefix):
         if is_folder_marker(info.key, info.size):
             continue
         rel = info.key[len(where.prefix) :]
@@ -183,59 +182,6 @@ async def _scan(
         stamp = info.last_modified.timestamp() if info.last_modified else 0.0
         out[rel] = Entry(rel, info.size, int(stamp * 1e9), info=info)
     return out, []
-
-
-MAX_FANOUT = 1000
-"""Most sub-prefixes split into ranges; a wider tree is listed flat, page by page."""
-
-RANGES = 8
-"""Key ranges listed side by side."""
-
-
-async def list_tree(tm: TransferManager, bucket: str, prefix: str) -> list[ObjectInfo]:
-    """Every object under ``prefix``, its key space listed in ranges side by side.
-
-    A listing is a chain of pages (each needs the previous one's token), so a
-    flat listing of 10,000 keys is 10 requests one after the other.  One
-    delimited LIST finds the objects right under ``prefix`` and its
-    sub-prefixes ("directories"); the sub-prefixes, in key order, are cut into
-    up to :data:`RANGES` runs, and each run is listed flat from its first
-    sub-prefix (``StartAfter``) until the next run begins.  The chains run
-    side by side under the connection budget and make about as many requests
-    as the flat listing (not one per directory); the union is exactly the flat
-    listing.
-    """
-    top: list[ObjectInfo] = []
-    subs: list[str] = []
-    async for o in tm.list_objects(bucket, prefix, delimiter="/"):
-        if o.is_prefix:
-            subs.append(o.key)
-            if len(subs) > MAX_FANOUT:
-                return [o async for o in tm.list_objects(bucket, prefix)]
-        else:
-            top.append(o)
-    if not subs:
-        return top
-    n = min(RANGES, len(subs))
-    firsts = [subs[len(subs) * i // n] for i in range(n)]
-    ends: list[str | None] = [*firsts[1:], None]
-
-    async def run(first: str, end: str | None) -> list[ObjectInfo]:
-        out: list[ObjectInfo] = []
-        # StartAfter "p/d001" (the sub-prefix less its "/") is just before "p/d001/...".
-        listing = tm.list_objects(bucket, prefix, start_after=first[:-1])
-        async with contextlib.aclosing(listing):
-            async for o in listing:
-                if end is not None and o.key >= end:
-                    break
-                # Between sub-prefixes may lie objects right under ``prefix`` (in ``top``).
-                if o.key >= first and "/" in o.key[len(prefix) :]:
-                    out.append(o)
-        return out
-
-    async with asyncio.TaskGroup() as tg:
-        parts = [tg.create_task(run(f, e)) for f, e in zip(firsts, ends, strict=True)]
-    return top + [o for t in parts for o in t.result()]
 
 
 def _walk(root: str, flt: Filters) -> tuple[dict[str, Entry], list[tuple[str, str]]]:

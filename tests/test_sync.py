@@ -154,7 +154,7 @@ async def test_s3_to_s3_copies_on_the_server(
 async def test_the_ranged_listing_equals_the_flat_one(
     server: str, request: pytest.FixtureRequest
 ) -> None:
-    from fastxfer.sync import RANGES, list_tree
+    from fastxfer.manager import RANGES
 
     if server == "rclone":
         bucket, s3 = request.getfixturevalue("bucket"), request.getfixturevalue("s3")
@@ -173,7 +173,7 @@ async def test_the_ranged_listing_equals_the_flat_one(
     async with TransferManager(cfg) as tm:
         if server == "moto":
             request.getfixturevalue("moto_server").reset_counts()
-        tree = [o.key for o in await list_tree(tm, bucket, "p/")]
+        tree = [o.key for o in await tm.list_tree(bucket, "p/")]
         if server == "moto":
             lists = request.getfixturevalue("moto_server").counts()["ListObjectsV2"]
             # One delimited LIST and one per range, not one per directory (24 of them).
@@ -186,12 +186,10 @@ async def test_the_ranged_listing_equals_the_flat_one(
 async def test_the_concurrent_listing_equals_the_flat_one(
     make_config: Callable[..., TransferConfig], bucket: str, s3: Any
 ) -> None:
-    from fastxfer.sync import list_tree
-
     for k in ("p/top.txt", "p/a/1", "p/a/b/2", "p/c/3", "q/outside"):
         s3.put_object(Bucket=bucket, Key=k, Body=b"x")
     async with TransferManager(make_config()) as tm:
-        tree_keys = sorted(o.key for o in await list_tree(tm, bucket, "p/"))
+        tree_keys = sorted(o.key for o in await tm.list_tree(bucket, "p/"))
         flat = sorted([o.key async for o in tm.list_objects(bucket, "p/")])
     assert tree_keys == flat
     assert "q/outside" not in tree_keys

@@ -249,7 +249,7 @@ async def _list_tree(
 ) -> dict[str, int]:
     """Key -> size of the objects under ``prefix`` that ``filters`` include (no folder markers)."""
     sizes: dict[str, int] = {}
-    async for obj in tm.list_objects(bucket, prefix):
+    for obj in sorted(await tm.list_tree(bucket, prefix), key=lambda o: o.key):
         if is_folder_marker(obj.key, obj.size):
             continue
         if filters and not filters.included(obj.key[len(prefix) :]):
