@@ -4,7 +4,8 @@ One asyncio engine (on aiobotocore) runs many concurrent multipart uploads and
 ranged downloads under one connection budget and one memory budget.
 """
 
-from fastxfer.config import TransferConfig
+from typing import TYPE_CHECKING, Any
+
 from fastxfer.errors import (
     AccessDenied,
     BadCredentials,
@@ -24,11 +25,41 @@ from fastxfer.errors import (
     TransferFailed,
     UsageError,
 )
-from fastxfer.manager import ManagerStats, TransferManager
-from fastxfer.objectinfo import ObjectInfo
-from fastxfer.progress import BaseSubscriber, ProgressEvent, Subscriber
-from fastxfer.transfer import TransferHandle, TransferStats
 from fastxfer.version import __version__
+
+if TYPE_CHECKING:
+    from fastxfer.config import TransferConfig
+    from fastxfer.manager import ManagerStats, TransferManager
+    from fastxfer.objectinfo import ObjectInfo
+    from fastxfer.progress import BaseSubscriber, ProgressEvent, Subscriber
+    from fastxfer.transfer import TransferHandle, TransferStats
+
+_LAZY = {
+    "TransferConfig": "fastxfer.config",
+    "ManagerStats": "fastxfer.manager",
+    "TransferManager": "fastxfer.manager",
+    "ObjectInfo": "fastxfer.objectinfo",
+    "BaseSubscriber": "fastxfer.progress",
+    "ProgressEvent": "fastxfer.progress",
+    "Subscriber": "fastxfer.progress",
+    "TransferHandle": "fastxfer.transfer",
+    "TransferStats": "fastxfer.transfer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The engine (aiohttp, aiobotocore, awscrt: ~0.3 s) is imported when first used,
+    # so a program that needs only part of fastxfer (the duplicity backend's
+    # registration, `fastxfer --version`) starts without it.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastxfer' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AccessDenied",

@@ -12,20 +12,27 @@ import base64
 import hashlib
 import mmap
 import os
-
-from awscrt import checksums
+from typing import Any
 
 METADATA_KEY = "fastxfer-crc64nvme"
 """User-metadata key under which ``client`` mode stores the whole-object CRC."""
 
 
+def _checksums() -> Any:
+    # awscrt's import costs ~50 ms: paid by the first checksum, not by every
+    # program that imports fastxfer (the duplicity backend starts without it).
+    from awscrt import checksums
+
+    return checksums
+
+
 def crc64nvme(data: bytes | bytearray | memoryview | mmap.mmap, previous: int = 0) -> int:
-    return int(checksums.crc64nvme(data, previous))
+    return int(_checksums().crc64nvme(data, previous))
 
 
 def combine(crc_a: int, crc_b: int, length_b: int) -> int:
     """CRC of A+B from CRC(A), CRC(B) and len(B)."""
-    return int(checksums.combine_crc64nvme(crc_a, crc_b, length_b))
+    return int(_checksums().combine_crc64nvme(crc_a, crc_b, length_b))
 
 
 def to_b64(crc: int) -> str:

@@ -64,7 +64,7 @@ from fastxfer.archive import (
     run_archive,
 )
 from fastxfer.blocking import BlockingRestoreJob, BlockingTransferManager, at_interpreter_exit
-from fastxfer.duplicity.settings import BackendSettings
+from fastxfer.duplicity.settings import SCHEME, BackendSettings
 from fastxfer.duplicity.spool import Prefetcher, SpoolDir, VolumeSpool, VolumeUploadFailed
 from fastxfer.errors import (
     AccessDenied,
@@ -80,8 +80,6 @@ from fastxfer.errors import (
 from fastxfer.manager import ObjectInfo, TransferManager
 from fastxfer.restore import RestoreOptions, summarize_estimate
 from fastxfer.storage_class import ARCHIVE_CLASSES
-
-SCHEME = "fastxfer+s3"
 
 T = TypeVar("T")
 
@@ -248,11 +246,8 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         self._full_manifest_uploaded = False
         self._shut = False
         at_interpreter_exit(_shutdown_at_exit(weakref.ref(self)))
-        try:
-            self._xfer.call(lambda tm: tm.bucket_exists(self.bucket))
-        except FastxferError as exc:
-            self._shutdown(cancel=True)
-            raise fatal(exc, f"{SCHEME}://{self.bucket}") from exc
+        # No HEAD of the bucket here: duplicity lists the target first thing, and a
+        # missing bucket fails that LIST as fatally (one round trip less).
 
     # -- helpers ---------------------------------------------------------------
 
@@ -354,7 +349,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         try:
             infos = self._xfer.list(self.bucket, self.prefix)
         except FastxferError as exc:
-            self._raise(exc, "list")
+            self._raise(exc, f"list {SCHEME}://{self.bucket}/{self.prefix}")
         listed: dict[str, ObjectInfo] = {}
         for info in infos:
             name = info.key[len(self.prefix) :]

@@ -14,20 +14,50 @@ a bad value stops the command before duplicity starts.
 
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import duplicity.backend  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
-from fastxfer.duplicity.backend import SCHEME, FastxferS3Backend
-from fastxfer.duplicity.settings import BackendSettings
+from fastxfer.duplicity.settings import SCHEME, BackendSettings
 from fastxfer.errors import InvalidConfig
 
 PROG = "fastxfer-duplicity"
 EXIT_USAGE = 2
 
+ENGINE_MODULES = (
+    "fastxfer.blocking",
+    "fastxfer.archive",
+    "aiobotocore.session",
+    "aiobotocore.client",
+    "aiobotocore.config",
+    "awscrt.checksums",
+)
+"""What the backend needs that duplicity does not import (aiohttp, aiobotocore, awscrt
+and fastxfer's engine, ~0.3 s): imported beside duplicity's own start (its imports,
+the gpg version check), not after it."""
+
+
+def _import_engine() -> None:
+    for name in ENGINE_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            return
+
+
+def _backend(parsed_url: Any) -> Any:
+    """duplicity's factory for ``fastxfer+s3://`` URLs: the backend, imported when needed."""
+    from fastxfer.duplicity.backend import FastxferS3Backend
+
+    return FastxferS3Backend(parsed_url)
+
+
 # At import time: the one piece of global state, and duplicity's only way in.
-duplicity.backend.register_backend(SCHEME, FastxferS3Backend)
+duplicity.backend.register_backend(SCHEME, _backend)
 
 
 def refused_option(argv: Sequence[str]) -> str | None:
@@ -64,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from duplicity.__main__ import dup_run  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
+    threading.Thread(target=_import_engine, name="fastxfer-imports", daemon=True).start()
     sys.argv = [sys.argv[0], *args]
     dup_run()
     return 0

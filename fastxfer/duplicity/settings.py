@@ -32,6 +32,9 @@ from fastxfer.limits import GiB
 from fastxfer.restore import RestoreTier, parse_duration
 from fastxfer.units import parse_size
 
+SCHEME = "fastxfer+s3"
+"""The URL scheme of the backend: ``fastxfer+s3://bucket/prefix``."""
+
 DEFAULT_SPOOL_VOLUMES = 8
 DEFAULT_SPOOL_BYTES = 1 * GiB
 DEFAULT_RESTORE_DAYS = 7
