@@ -831,12 +831,13 @@ def test_duplicity_s3_options_choose_the_volume_class(
         assert volume_number(other) is None
 
 
-def test_volumes_are_sent_in_about_eight_parts() -> None:
+def test_volumes_are_sent_in_about_sixteen_parts() -> None:
     """One part a volume would use one connection while duplicity makes the next."""
     from fastxfer.duplicity.backend import volume_part_size
 
     mib = 1024 * 1024
     assert volume_part_size(16 * mib) == 5 * mib  # S3's minimum part
-    assert volume_part_size(50 * mib) == 7 * mib
-    assert volume_part_size(200 * mib) == 25 * mib  # duplicity's default --volsize
+    assert volume_part_size(50 * mib) == 5 * mib
+    assert volume_part_size(200 * mib) == 13 * mib  # duplicity's default --volsize
+    assert volume_part_size(1024 * mib) == 64 * mib
     assert volume_part_size(0) is None

@@ -182,18 +182,20 @@ def load_settings(cfg: Any) -> BackendSettings:
 
 
 def volume_part_size(volsize: int) -> int | None:
-    """Part size for volumes of ``volsize`` bytes: about 8 parts a volume, 5 MiB at least.
+    """Part size for volumes of ``volsize`` bytes: about 16 parts a volume, 5 MiB at least.
 
     duplicity makes one volume at a time, so a volume in one part uploads over
-    one connection; in parts it uses several while the next one is made.
-    Measured over the WAN profile (40 ms, 8 MB/s a connection), ~100 MiB at
-    --volsize 16: 16 MiB parts (one a volume) 7.5-8.9 s, 5 MiB parts 6.5-7.8 s;
-    on loopback both ~5.5-6.4 s (benchmarks/results/duplicity-latest.md).
+    one connection; in parts it uses several while the next one is made, and
+    the last volume (which the signatures and the manifest wait for) is in
+    the air for as long as one part takes.  Measured over the WAN profile
+    (40 ms, 8 MB/s a connection), ~100 MiB at --volsize 16: 16 MiB parts (one
+    a volume) 7.5-8.9 s, 5 MiB parts 6.5-7.8 s; on loopback both ~5.5-6.4 s
+    (benchmarks/results/duplicity-latest.md).
     """
     if volsize <= 0:
         return None
     mib = 1024 * 1024
-    return max(5 * mib, -(-volsize // (8 * mib)) * mib)
+    return max(5 * mib, -(-volsize // (16 * mib)) * mib)
 
 
 class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
