@@ -721,6 +721,66 @@ def test_deep_archive_backup_and_batch_thaw(
     assert dup.leftovers() == []
 
 
+def test_thawing_shows_an_eta_on_a_terminal(
+    moto_dup: Dup, moto_server: RealisticMotoServer, source: str, work_dir: str
+) -> None:
+    """A restore waiting for DEEP_ARCHIVE volumes says so on a terminal, with the time left."""
+    import pty
+
+    dup = moto_dup
+    common = ["--no-encryption", "--name", "eta"]
+    dup.run(
+        "full",
+        *common,
+        "--archive-dir",
+        os.path.join(work_dir, "c1"),
+        "--s3-use-deep-archive",
+        "--volsize",
+        "1",
+        source,
+        dup.url,
+    )
+    moto_server.set_restore_delay(4.0)
+    master, slave = pty.openpty()
+    try:
+        time.sleep(1.05)
+        proc = subprocess.Popen(
+            [
+                SCRIPT,
+                "restore",
+                *common,
+                "--archive-dir",
+                os.path.join(work_dir, "c2"),
+                dup.url,
+                os.path.join(work_dir, "restored"),
+                "--s3-endpoint-url",
+                dup.endpoint,
+            ],
+            env=dup.env,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+        os.close(slave)
+        seen = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(120) == 0, seen.decode(errors="replace")[-2000:]
+    finally:
+        os.close(master)
+        moto_server.set_restore_delay(1.0)
+    text = seen.decode(errors="replace")
+    assert re.search(
+        r"waiting for duplicity-full\.\S+\.vol\d+\.difftar\.gz to thaw, about \d", text
+    ), text[-2000:]
+    assert tree(os.path.join(work_dir, "restored")) == tree(source)
+
+
 def test_archive_keep_full_then_restore_the_oldest_chain(
     moto_dup: Dup, moto_server: RealisticMotoServer, moto_s3: Any, source: str, work_dir: str
 ) -> None:
