@@ -90,8 +90,13 @@ class TransferConfig:
     verify_tls: bool | str = True
     """False to skip TLS verification, or a CA bundle path."""
 
-    max_concurrency: int = 32
+    max_concurrency: int = 64
     """Connection budget: requests in flight at once, over every transfer."""
+    autotune: bool = True
+    """Tune the requests in flight (up to ``max_concurrency``) from measured goodput:
+    shed connections that add nothing, keep those that pay (fastxfer/tuning.py).
+    False: always ``max_concurrency`` (a ``--concurrency N`` flag, ``FASTXFER_CONCURRENCY``
+    or the AWS config's ``max_concurrent_requests`` pins it so)."""
     max_active_transfers: int | None = None
     """Objects transferring at once (None: same as max_concurrency)."""
     multipart_threshold: int = 16 * MiB
@@ -236,7 +241,9 @@ class TransferConfig:
         |---|---|---|
         | `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` | `endpoint_url` | URL (unset: AWS) |
         | `AWS_PROFILE` | `profile` | profile in ~/.aws/config |
-        | `FASTXFER_CONCURRENCY` | `max_concurrency` | requests in flight, 1-1024 (32) |
+        | `FASTXFER_CONCURRENCY` | `max_concurrency` | requests in flight, 1-1024 (64, tuned); |
+        |  |  | setting it pins the count (``autotune`` off) |
+        | `FASTXFER_AUTOTUNE` | `autotune` | on, off: tune requests in flight (on) |
         | `FASTXFER_PART_SIZE` | `part_size` | size, 5MiB-5GiB (16MiB) |
         | `FASTXFER_MULTIPART_THRESHOLD` | `multipart_threshold` | size (16MiB) |
         | `FASTXFER_MEMORY_LIMIT` | `memory_limit` | size, up to 64GiB (512MiB) |
@@ -262,7 +269,8 @@ class TransferConfig:
         ``max_concurrent_requests``, ``multipart_chunksize``,
         ``multipart_threshold`` and ``max_bandwidth``, with the AWS CLI's units
         (``8MB`` there is 8 MiB).  Precedence: flags > environment > config file
-        > defaults.
+        > defaults.  A concurrency given in any of these places is kept as it is
+        (``autotune=False``) unless ``FASTXFER_AUTOTUNE`` or an override says otherwise.
         """
         env: Mapping[str, str] = os.environ if environ is None else environ
         names = {f.name for f in dataclasses.fields(cls)}
@@ -293,6 +301,12 @@ class TransferConfig:
             except InvalidConfig as exc:
                 raise InvalidConfig(f"{where}: {exc.message}", hint=exc.hint) from None
             sources[name] = (where, raw)
+        if (
+            "autotune" not in overrides
+            and "autotune" not in values
+            and ("max_concurrency" in overrides or "max_concurrency" in values)
+        ):
+            values["autotune"] = False  # a count the user chose is kept, not tuned
         try:
             return cls(**values, **overrides)
         except InvalidConfig as exc:
@@ -387,6 +401,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("AWS_ENDPOINT_URL", "endpoint_url", _text),
     ("AWS_PROFILE", "profile", _text),
     ("FASTXFER_CONCURRENCY", "max_concurrency", _whole_number),
+    ("FASTXFER_AUTOTUNE", "autotune", _boolean),
     ("FASTXFER_PART_SIZE", "part_size", parse_size),
     ("FASTXFER_MULTIPART_THRESHOLD", "multipart_threshold", parse_size),
     ("FASTXFER_MEMORY_LIMIT", "memory_limit", parse_size),

@@ -29,6 +29,7 @@ from fastxfer.progress import Subscriber
 from fastxfer.session import DeleteFailure, Session
 from fastxfer.stream import Writer, run_stream
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
+from fastxfer.tuning import TunerStats
 from fastxfer.upload import UploadJob, UploadSource, run_upload
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class ManagerStats:
     memory_peak: int
     transfers_active: int
     pacer: PacerStats
+    tuner: TunerStats | None = None
+    """The concurrency tuner's state (None: ``autotune`` off, the count is pinned)."""
 
 
 MAX_FANOUT = 1000
@@ -101,6 +104,8 @@ class TransferManager:
         await session.__aenter__()
         self._session = session
         self._active = asyncio.Semaphore(self.config.active_transfers)
+        # Transfers queued behind the active ones are demand the tuner must see too.
+        session.queued_transfers = lambda: max(0, len(self._tasks) - self.config.active_transfers)
         return self
 
     async def __aexit__(
@@ -203,7 +208,7 @@ class TransferManager:
             key,
             local,
             known_size,
-            self._subscribers + tuple(subscribers),
+            self._subscribers_for(subscribers),
             storage_class=sc,
         )
         job = UploadJob(
@@ -244,7 +249,7 @@ class TransferManager:
             key,
             os.fspath(dest),
             None,
-            self._subscribers + tuple(subscribers),
+            self._subscribers_for(subscribers),
         )
         session = self.session
         return self._start(
@@ -273,7 +278,7 @@ class TransferManager:
             key,
             None,
             None,
-            self._subscribers + tuple(subscribers),
+            self._subscribers_for(subscribers),
         )
         session = self.session
         return self._start(tracker, lambda t: run_stream(session, bucket, key, write, t))
@@ -305,7 +310,7 @@ class TransferManager:
             key,
             f"s3://{src_bucket}/{src_key}",
             None,
-            self._subscribers + tuple(subscribers),
+            self._subscribers_for(subscribers),
             storage_class=sc,
         )
         job = CopyJob(src_bucket, src_key, bucket, key, sc, dict(metadata or {}))
@@ -315,6 +320,16 @@ class TransferManager:
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """HEAD an object (with its checksum, storage class and restore state)."""
         return await self.session.head(bucket, key)
+
+    def connection_limit(self) -> int:
+        """Requests allowed in flight right now: the tuned count, or less after SlowDown."""
+        return self.session.connections.limit
+
+    def _subscribers_for(self, extra: Iterable[Subscriber]) -> tuple[Subscriber, ...]:
+        """The manager's subscribers, a transfer's own, and the concurrency tuner (it
+        measures goodput from the same progress events)."""
+        tuner = self.session.tuner
+        return self._subscribers + tuple(extra) + ((tuner,) if tuner is not None else ())
 
     def list_objects(
         self,
@@ -506,4 +521,5 @@ class TransferManager:
             memory_peak=session.memory.peak,
             transfers_active=len(self._tasks),
             pacer=session.pacer.stats(),
+            tuner=session.tuner.stats() if session.tuner is not None else None,
         )

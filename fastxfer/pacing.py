@@ -142,6 +142,7 @@ class Pacer:
         self._rate = (
             RequestRateLimiter(tps, max(1, tps_burst or int(tps)), clock) if tps > 0 else None
         )
+        self._tuned = connections.limit
         self._pause_until = 0.0
         self._upload_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.throttles = 0
@@ -156,17 +157,25 @@ class Pacer:
             self.paused += delay
             await self.clock.sleep(delay)
 
+    def set_tuned(self, limit: int) -> None:
+        """The goodput tuner's limit (:mod:`fastxfer.tuning`); SlowDown's may be lower."""
+        self._tuned = limit
+        self._apply()
+
+    def _apply(self) -> None:
+        limit = min(self._tuned, self._requests.limit) if self.adaptive else self._tuned
+        if limit != self.connections.limit:
+            self.connections.set_limit(limit)
+
     def on_success(self) -> None:
         self._requests.on_success()
-        if self.adaptive:
-            self.connections.set_limit(self._requests.limit)
+        self._apply()
 
     def on_throttle(self, retry_after: float | None = None) -> None:
         """A request was answered SlowDown / 503 / throttling."""
         self.throttles += 1
         self._requests.on_throttle(retry_after)
-        if self.adaptive:
-            self.connections.set_limit(self._requests.limit)
+        self._apply()
         self._pause_until = max(
             self._pause_until, self.clock.monotonic() + self._requests.backoff_delay()
         )

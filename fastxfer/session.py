@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,8 +50,12 @@ from fastxfer.objectinfo import ObjectInfo
 from fastxfer.pacing import Pacer
 from fastxfer.shielded import run_cleanup
 from fastxfer.state import StateDB
+from fastxfer.tuning import ConcurrencyTuner
 
 log = logging.getLogger("fastxfer")
+
+TUNE_TICK = 0.2
+"""Seconds between two looks of the concurrency tuner at the connection budget."""
 
 Counts = Counter[str]
 """Requests sent, by S3 operation name (``"get_object"``, ``"upload_part"`` ...)."""
@@ -149,6 +154,10 @@ class Session:
         self._uploads: ConnectionBudget | None = None
         self._pacer: Pacer | None = None
         self._bandwidth: BandwidthLimiter | None = None
+        self.tuner: ConcurrencyTuner | None = None
+        """Tunes the requests in flight from goodput (None when ``autotune`` is off)."""
+        self.queued_transfers: Callable[[], int] = lambda: 0
+        """Transfers waiting to start (the manager's queue): demand beyond the slots."""
         self._journal: UploadJournal | None = None
         self._journal_open = False
         self._answered = False
@@ -243,12 +252,44 @@ class Session:
                 limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
                 await self._stack.enter_async_context(limiter)
                 self._bandwidth = limiter
+            if cfg.autotune and cfg.max_concurrency > 1:
+                self.tuner = ConcurrencyTuner(cfg.max_concurrency)
+                await self._stack.enter_async_context(self._tuning(self.tuner))
         except BaseException as exc:
             await self._close()
             if isinstance(exc, Exception):
                 raise translate(exc, op="connect") from exc
             raise
         return self
+
+    @contextlib.asynccontextmanager
+    async def _tuning(self, tuner: ConcurrencyTuner) -> AsyncIterator[None]:
+        """Tick ``tuner`` every TUNE_TICK seconds while the session is open.
+
+        On the real clock, not the injected one: goodput is bytes per real
+        second (and a FakeClock must not be driven by a background ticker).
+        """
+
+        async def run() -> None:
+            connections, pacer = self.connections, self.pacer
+            while True:
+                await asyncio.sleep(TUNE_TICK)
+                new = tuner.tick(
+                    time.monotonic(),
+                    in_use=connections.in_use,
+                    waiting=connections.waiting + self.queued_transfers(),
+                )
+                if new is not None:
+                    log.debug("tuned requests in flight: %d (%s)", new, tuner.phase)
+                    pacer.set_tuned(new)
+
+        task = asyncio.create_task(run(), name="fastxfer-tuner")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def __aexit__(
         self,

@@ -36,7 +36,7 @@ def test_object_above_5tib_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(0, 1), (1, 1), (8 * MiB - 1, 1), (1 * GiB, 32), (10 * GiB, 160)],
+    [(0, 1), (1, 1), (8 * MiB - 1, 1), (1 * GiB, 64), (10 * GiB, 160)],
 )
 def test_download_get_count_matches_range_plan(size: int, expected: int) -> None:
     """The GETs a download makes (what the restore estimate prints), default config."""

@@ -192,10 +192,11 @@ def test_cost_estimate(
         assert est.requests.list >= est.polls_estimated
 
 
-@pytest.mark.parametrize(("size", "gets"), [(GB, 32), (10 * GB, 160)])
+@pytest.mark.parametrize(("size", "gets"), [(GB, 64), (10 * GB, 160)])
 def test_estimate_gets_are_the_download_plan(size: int, gets: int) -> None:
-    """With the default config a download of 1 GiB makes 32 GETs and 10 GiB 160 (64 MiB
-    ranges): the estimate uses the planner the downloads use."""
+    """With the default config a download of 1 GiB makes 64 GETs (16 MiB ranges, one per
+    connection) and 10 GiB 160 (64 MiB ranges): the estimate uses the planner the
+    downloads use."""
     cfg = TransferConfig()
     est = estimate_cost(
         [ObjectRecord(0, "k", size, "DEEP_ARCHIVE", "", COLD)],

@@ -99,7 +99,8 @@ def add_concurrency_option(p: ArgumentContainer) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="requests in flight (default 32; env FASTXFER_CONCURRENCY)",
+        help="requests in flight, kept as given (default: up to 64, tuned from the "
+        "measured throughput; env FASTXFER_CONCURRENCY)",
     )
 
 

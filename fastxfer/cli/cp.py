@@ -388,7 +388,9 @@ async def copy(
         warn(f"not copied: {s}")
     total = sum(j.size for j in jobs)
     label = jobs[0].direction if jobs else "copy"
-    bar = ProgressBar(label, total, len(jobs)) if progress else None
+    bar = (
+        ProgressBar(label, total, len(jobs), connections=tm.connection_limit) if progress else None
+    )
     subscribers: tuple[Subscriber, ...] = (bar,) if bar else ()
     with bar if bar else contextlib.nullcontext():
         started_jobs = [_begin(tm, j, rules, subscribers, opts) for j in jobs]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastxfer.progress import ProgressEvent
@@ -51,6 +52,7 @@ class ProgressBar:
         files: int | None = None,
         *,
         size_from_events: bool = False,
+        connections: Callable[[], int] | None = None,
     ) -> None:
         from rich.console import Console
         from rich.progress import (
@@ -77,6 +79,7 @@ class ProgressBar:
             RateColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[files]}"),
+            TextColumn("{task.fields[conns]}", style="dim"),
             TextColumn("{task.fields[current]}", style="dim"),
             console=Console(file=sys.stderr),
             transient=False,
@@ -87,9 +90,14 @@ class ProgressBar:
         self.queued = 0
         self.done = 0
         self.in_flight: dict[int, str] = {}
+        self.connections = connections
+        """Requests allowed in flight now (the tuned count), shown beside the files."""
         self.task = self.progress.add_task(
-            label, total=total, files=self._files_text(), current="", rate=None
+            label, total=total, files=self._files_text(), current="", rate=None, conns=""
         )
+
+    def _conns_text(self) -> str:
+        return f"{self.connections()} conn" if self.connections is not None else ""
 
     def __enter__(self) -> ProgressBar:
         self.progress.start()
@@ -120,7 +128,9 @@ class ProgressBar:
             update["current"] = self._current_text()
         if self.size_from_events and event.size is not None:
             update["total"] = event.size  # one stream: its size is known once it starts
-        self.progress.update(self.task, advance=event.bytes_delta, **update)
+        self.progress.update(
+            self.task, advance=event.bytes_delta, conns=self._conns_text(), **update
+        )
 
     def on_done(self, stats: TransferStats) -> None:
         self.done += 1

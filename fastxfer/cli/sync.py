@@ -187,7 +187,7 @@ async def run_sync(
             hint="check SRC; to empty DST on purpose use fastxfer rm -r",
         )
     counter = _Requests()
-    bar = ProgressBar("sync") if progress and not dry_run else None
+    bar = ProgressBar("sync", connections=tm.connection_limit) if progress and not dry_run else None
     subscribers: tuple[Subscriber, ...] = (counter, bar) if bar else (counter,)
     with bar if bar else contextlib.nullcontext():
         result = await sync(

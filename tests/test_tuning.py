@@ -1,0 +1,150 @@
+"""The concurrency tuner: its decisions on model links (pure), and in the engine (rclone)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+from fastxfer import TransferConfig, TransferManager
+from fastxfer.limits import MiB
+from fastxfer.progress import ProgressEvent
+from fastxfer.tuning import ConcurrencyTuner
+
+TICK = 0.2
+
+
+def wan(limit: float) -> float:
+    """Every connection adds 8 MB/s (a long path: the round trip limits each one)."""
+    return 8e6 * limit
+
+
+def loopback(limit: float) -> float:
+    """The machine is the limit: more than 6 connections add nothing."""
+    return 900e6 * min(1.0, limit / 6)
+
+
+def simulate(
+    tuner: ConcurrencyTuner,
+    goodput: Callable[[float], float],
+    seconds: float,
+    *,
+    noise: float = 0.0,
+    demand: bool = True,
+    seed: int = 1,
+    start: float = 0.0,
+    in_flight: float | None = None,
+) -> tuple[list[int], float]:
+    """Run ``tuner`` against a link whose bytes/s is ``goodput(requests in flight)``.
+
+    Requests above a lowered limit finish over ~1 s (they drain); a raised limit
+    fills at once (requests were waiting).  Returns the limit at every tick and
+    the final in-flight count.
+    """
+    rng = random.Random(seed)
+    now = start
+    flying = float(tuner.limit) if in_flight is None else in_flight
+    limits: list[int] = []
+    tuner.tick(now, in_use=int(flying), waiting=1 if demand else 0)
+    while now < start + seconds:
+        now += TICK
+        rate = goodput(flying) * (1 + rng.uniform(-noise, noise))
+        event = ProgressEvent(1, "download", "b", "k", int(rate * TICK), 0, None)
+        tuner.on_progress(event)
+        new = tuner.tick(now, in_use=round(flying), waiting=1 if demand else 0)
+        limit = new if new is not None else tuner.limit
+        flying = limit if limit > flying else max(limit, flying - limit * TICK)
+        limits.append(tuner.limit)
+    return limits, flying
+
+
+def test_a_long_path_keeps_every_connection() -> None:
+    tuner = ConcurrencyTuner(64)
+    limits, _ = simulate(tuner, wan, 60, noise=0.03)
+    assert limits[-1] == 64
+    assert sum(limits) / len(limits) >= 0.95 * 64  # probes down are short and rare
+    assert tuner.probes >= 2  # it did look
+
+
+def test_a_short_path_sheds_what_adds_nothing() -> None:
+    tuner = ConcurrencyTuner(64)
+    limits, _ = simulate(tuner, loopback, 30, noise=0.03)
+    assert limits[-1] <= 12
+    assert min(limits) >= tuner.floor == 8
+    assert tuner.goodput is not None
+    assert tuner.goodput > 0.9 * 900e6
+
+
+def test_a_transfer_shorter_than_the_warmup_is_left_alone() -> None:
+    tuner = ConcurrencyTuner(64)
+    limits, _ = simulate(tuner, loopback, tuner.warmup - 0.5)
+    assert set(limits) == {64}
+    assert tuner.probes == 0
+
+
+def test_no_decision_without_demand() -> None:
+    """When nothing waits for a slot the limit does not bind: nothing can be learnt."""
+    tuner = ConcurrencyTuner(64)
+    limits, _ = simulate(tuner, loopback, 60, demand=False)
+    assert set(limits) == {64}
+    assert tuner.probes == 0
+
+
+def test_a_path_that_gets_faster_is_used_again() -> None:
+    tuner = ConcurrencyTuner(64)
+    limits, flying = simulate(tuner, loopback, 30)
+    assert limits[-1] <= 12
+    # The bottleneck moves to the path (say the server got a faster disk, or the
+    # link is now the limit): the tuner probes upward after its hold.
+    limits, _ = simulate(tuner, wan, 60, start=30, in_flight=flying)
+    assert limits[-1] >= 48
+
+
+def test_noise_alone_does_not_walk_a_long_path_down() -> None:
+    for seed in range(5):
+        tuner = ConcurrencyTuner(64)
+        limits, _ = simulate(tuner, wan, 60, noise=0.08, seed=seed)
+        assert min(limits[len(limits) // 2 :]) >= 48, seed
+
+
+async def test_the_engine_sheds_connections_a_bandwidth_cap_makes_useless(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    """A 20 MiB/s cap over all transfers: 16 connections move what 8 do; the tuner sees it."""
+    data = os.urandom(200 * MiB)
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    s3.head_object(Bucket=bucket, Key="big")  # rclone computes the ETag on first read
+    # 40 ranges of 5 MiB for 16 slots: ranges queue for a slot, so the limit binds.
+    cfg = make_config(max_concurrency=16, bwlimit=20 * MiB, download_part_size=5 * MiB)
+    assert cfg.autotune
+    dest = os.path.join(work_dir, "big")
+    async with TransferManager(cfg) as tm:
+        tuner = tm.session.tuner
+        assert tuner is not None
+        tuner.warmup, tuner.window = 0.5, 0.4  # a test-sized transfer
+        await tm.download(bucket, "big", dest)
+        stats = tm.stats()
+    with open(dest, "rb") as f:
+        assert f.read() == data
+    assert stats.tuner is not None
+    assert stats.tuner.probes >= 1
+    assert stats.tuner.limit < 16
+    assert stats.connections_limit == stats.tuner.limit
+
+
+async def test_a_chosen_count_is_pinned(
+    make_config: Callable[..., TransferConfig], bucket: str
+) -> None:
+    env = {"FASTXFER_CONCURRENCY": "12"}
+    cfg = TransferConfig.from_env(env, endpoint_url=make_config().endpoint_url)
+    assert (cfg.max_concurrency, cfg.autotune) == (12, False)
+    assert TransferConfig.from_env({**env, "FASTXFER_AUTOTUNE": "on"}).autotune
+    assert not TransferConfig.from_env({}, max_concurrency=4).autotune  # --concurrency 4
+    assert TransferConfig.from_env({}).autotune
+    pinned = make_config(max_concurrency=12, autotune=False)
+    async with TransferManager(pinned) as tm:
+        await tm.upload(b"x" * 100, bucket, "pinned")
+        assert tm.session.tuner is None
+        assert tm.stats().tuner is None
+        assert tm.stats().connections_limit == 12
