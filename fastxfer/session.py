@@ -57,6 +57,10 @@ log = logging.getLogger("fastxfer")
 TUNE_TICK = 0.2
 """Seconds between two looks of the concurrency tuner at the connection budget."""
 
+_PATH_OPS = frozenset({"HeadObject", "HeadBucket", "CreateMultipartUpload", "GetObject"})
+"""Requests whose answer's headers come back after a round trip and the server's
+work, with no body sent first: the tuner reads the path from their times."""
+
 Counts = Counter[str]
 """Requests sent, by S3 operation name (``"get_object"``, ``"upload_part"`` ...)."""
 
@@ -161,6 +165,7 @@ class Session:
         self._journal: UploadJournal | None = None
         self._journal_open = False
         self._answered = False
+        self._sent_at: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -254,6 +259,10 @@ class Session:
                 self._bandwidth = limiter
             if cfg.autotune and cfg.max_concurrency > 1:
                 self.tuner = ConcurrencyTuner(cfg.max_concurrency)
+                self.pacer.set_tuned(self.tuner.limit)
+                events = self._client.meta.events
+                events.register("before-send.s3", self._on_before_send)
+                events.register("response-received.s3", self._on_response_received)
                 await self._stack.enter_async_context(self._tuning(self.tuner))
         except BaseException as exc:
             await self._close()
@@ -290,6 +299,30 @@ class Session:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _on_before_send(self, request: Any, event_name: str, **kwargs: Any) -> None:
+        """botocore is about to send a request: note when, for the tuner's path probe."""
+        if event_name.rpartition(".")[2] not in _PATH_OPS:
+            return
+        invocation = request.headers.get("amz-sdk-invocation-id")
+        if invocation is not None:
+            key = invocation.decode() if isinstance(invocation, bytes) else str(invocation)
+            self._sent_at[key] = time.monotonic()
+
+    def _on_response_received(
+        self, context: Mapping[str, Any], exception: Any, event_name: str, **kwargs: Any
+    ) -> None:
+        """Its answer's headers are in: the round trip on the wire (no client set-up)."""
+        invocation = (context.get("retries") or {}).get("invocation-id")
+        sent = self._sent_at.pop(str(invocation), None) if invocation else None
+        if sent is None or exception is not None or self.tuner is None:
+            return
+        op = event_name.rpartition(".")[2]
+        seconds = time.monotonic() - sent
+        new = self.tuner.observe_latency(seconds, alone=op != "GetObject")
+        if new is not None:
+            log.debug("long path (%.1f ms): %d requests in flight", seconds * 1e3, new)
+            self.pacer.set_tuned(new)
 
     async def __aexit__(
         self,

@@ -3,21 +3,29 @@
 More requests in flight is what makes S3 fast over a long path (each
 connection is limited by its round trip and window: 40 ms and 8 MB/s a
 connection need 64 of them for 500 MB/s); on a short path the machine is the
-limit, and connections beyond that only cost CPU on both sides.  Measured
-here, 1 GiB downloads: over the WAN profile 32 connections took 5.4 s and 64
-3.6 s; on loopback 8 to 64 all took ~1.6 s.
+limit, and connections beyond that only cost CPU on both sides.
 
-So the engine starts at the budget (``max_concurrency``) and sheds what does
-not pay: while data requests queue for a slot (the limit binds), it measures
-the bytes moved per second, lowers the limit by a quarter, waits for the
-requests above the new limit to finish, measures again, and keeps the lower
-limit when goodput held (within ``tolerance``) or goes back and holds still
-for a while when it fell.  After a hold it probes upward the same way (a
-higher limit kept only if goodput rose by more than ``tolerance``), so a link
-that got faster is used.  Short transfers are never probed: the first probe
-waits for ``warmup`` seconds of binding demand.  SlowDown still halves the
-limit at once (:class:`fastxfer.pacing.Pacer`); the effective limit is the
-lower of the two.
+The count starts at ``short_start`` (8), and the first answers decide the
+path (the time from sending a request to its answer's headers, measured on
+the wire: botocore's before-send to response-received): when the first HEAD
+or CreateMultipartUpload, or the fastest of the first three GET headers, came
+back within ``SHORT_PATH`` (20 ms; 60 ms for the session's very first request,
+which also opens the first connection) the server is close and the machine
+will be the limit, so 8 stays (1 GiB from rclone on loopback, medians of 3:
+953-1013 MB/s at 4, 957-980 at 8, 827-969 at 16, 776-834 at 64); a slower
+answer means a long path, which needs the whole budget at once (512 MiB over
+the WAN profile: 121 MB/s at 16, 216 at 32, 218 at 64).
+
+Then, for transfers long enough to measure, it sheds what does not pay: while
+data requests queue for a slot (the limit binds), it measures the bytes moved
+per second, lowers the limit by a quarter, waits for the requests above the
+new limit to finish, measures again, and keeps the lower limit when goodput
+held (within ``tolerance``) or goes back and holds still for a while when it
+fell.  After a hold it probes upward the same way (a higher limit kept only
+if goodput rose by more than ``tolerance``), so a link that got faster is
+used.  Short transfers are never probed: the first probe waits for ``warmup``
+seconds of binding demand.  SlowDown still halves the limit at once
+(:class:`fastxfer.pacing.Pacer`); the effective limit is the lower of the two.
 
 :class:`ConcurrencyTuner` is the decision logic alone (time and demand are
 passed in, so it runs on any clock); the session ticks it.
@@ -32,6 +40,17 @@ from fastxfer.progress import BaseSubscriber, ProgressEvent
 
 Phase = Literal["warmup", "measure", "drain", "probe", "hold"]
 
+SHORT_PATH = 0.020
+"""Answers faster than this (seconds): the server is close."""
+
+FIRST_SHORT_PATH = 0.060
+"""The same for the session's first answer, which also pays for opening the first
+connection and the HTTP client's first use (~30 ms here on loopback)."""
+
+PATH_SAMPLES = 3
+"""Answers the path is judged on (the fastest of them): one may have waited on a
+busy event loop or a busy server, not on the path."""
+
 
 @dataclass(frozen=True, slots=True)
 class TunerStats:
@@ -42,6 +61,8 @@ class TunerStats:
     """Bytes/s measured at ``limit``, when known."""
     probes: int
     changes: int
+    latency: float | None = None
+    """The fastest control request seen, seconds (what chose the starting count)."""
 
 
 class ConcurrencyTuner(BaseSubscriber):
@@ -57,15 +78,21 @@ class ConcurrencyTuner(BaseSubscriber):
         tolerance: float = 0.05,
         hold: float = 10.0,
         step: float = 0.25,
+        short_start: int = 8,
     ) -> None:
         self.ceiling = max(1, ceiling)
         self.floor = max(1, min(floor, self.ceiling))
-        self.limit = self.ceiling
+        self.limit = min(self.ceiling, max(self.floor, short_start))
         self.warmup = warmup
         self.window = window
         self.tolerance = tolerance
         self.hold_seconds = hold
         self.step = step
+        self.short_start = short_start
+        self.latency: float | None = None
+        """The fastest answer seen (seconds); the first ones chose the path."""
+        self._samples = 0
+        self._judged = False
         self.phase: Phase = "warmup"
         self.goodput: float | None = None
         self.probes = 0
@@ -83,6 +110,28 @@ class ConcurrencyTuner(BaseSubscriber):
     def on_progress(self, event: ProgressEvent) -> None:
         if event.bytes_delta > 0:
             self._bytes += event.bytes_delta
+
+    def observe_latency(self, seconds: float, *, alone: bool = False) -> int | None:
+        """The time from sending a request to its answer's headers (no body in it).
+
+        The path is judged once: on the first ``alone`` answer (a HEAD or a
+        CreateMultipartUpload, which do not compete with data for the event loop),
+        else on the fastest of the first :data:`PATH_SAMPLES` (GET headers, which
+        may have waited on a loop busy with other bodies).  Returns the whole
+        budget for a long path, else None (the start stays).
+        """
+        self._samples += 1
+        self.latency = seconds if self.latency is None else min(seconds, self.latency)
+        if self._judged or (self._samples < PATH_SAMPLES and not alone):
+            return None
+        self._judged = True
+        if self.latency < (FIRST_SHORT_PATH if self._samples == 1 else SHORT_PATH):
+            return None
+        if self.phase != "warmup" or self.limit >= self.ceiling:
+            return None
+        self.limit = self.ceiling
+        self.changes += 1
+        return self.limit
 
     # -- decisions -----------------------------------------------------------------
 
@@ -175,4 +224,6 @@ class ConcurrencyTuner(BaseSubscriber):
         self._window_bytes, self._window_time = 0, 0.0
 
     def stats(self) -> TunerStats:
-        return TunerStats(self.limit, self.phase, self.goodput, self.probes, self.changes)
+        return TunerStats(
+            self.limit, self.phase, self.goodput, self.probes, self.changes, self.latency
+        )

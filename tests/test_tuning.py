@@ -61,6 +61,7 @@ def simulate(
 
 def test_a_long_path_keeps_every_connection() -> None:
     tuner = ConcurrencyTuner(64)
+    assert [tuner.observe_latency(0.045) for _ in range(3)] == [None, None, 64]  # long path
     limits, _ = simulate(tuner, wan, 60, noise=0.03)
     assert limits[-1] == 64
     assert sum(limits) / len(limits) >= 0.95 * 64  # probes down are short and rare
@@ -69,6 +70,9 @@ def test_a_long_path_keeps_every_connection() -> None:
 
 def test_a_short_path_sheds_what_adds_nothing() -> None:
     tuner = ConcurrencyTuner(64)
+    for _ in range(3):  # even when the first answers were slow (a busy server)
+        tuner.observe_latency(0.045)
+    assert tuner.limit == 64
     limits, _ = simulate(tuner, loopback, 30, noise=0.03)
     assert limits[-1] <= 12
     assert min(limits) >= tuner.floor == 8
@@ -79,13 +83,15 @@ def test_a_short_path_sheds_what_adds_nothing() -> None:
 def test_a_transfer_shorter_than_the_warmup_is_left_alone() -> None:
     tuner = ConcurrencyTuner(64)
     limits, _ = simulate(tuner, loopback, tuner.warmup - 0.5)
-    assert set(limits) == {64}
+    assert set(limits) == {8}
     assert tuner.probes == 0
 
 
 def test_no_decision_without_demand() -> None:
     """When nothing waits for a slot the limit does not bind: nothing can be learnt."""
     tuner = ConcurrencyTuner(64)
+    for _ in range(3):
+        tuner.observe_latency(0.045)
     limits, _ = simulate(tuner, loopback, 60, demand=False)
     assert set(limits) == {64}
     assert tuner.probes == 0
@@ -93,6 +99,8 @@ def test_no_decision_without_demand() -> None:
 
 def test_a_path_that_gets_faster_is_used_again() -> None:
     tuner = ConcurrencyTuner(64)
+    for _ in range(3):
+        tuner.observe_latency(0.045)
     limits, flying = simulate(tuner, loopback, 30)
     assert limits[-1] <= 12
     # The bottleneck moves to the path (say the server got a faster disk, or the
@@ -104,6 +112,8 @@ def test_a_path_that_gets_faster_is_used_again() -> None:
 def test_noise_alone_does_not_walk_a_long_path_down() -> None:
     for seed in range(5):
         tuner = ConcurrencyTuner(64)
+        for _ in range(3):
+            tuner.observe_latency(0.045)
         limits, _ = simulate(tuner, wan, 60, noise=0.08, seed=seed)
         assert min(limits[len(limits) // 2 :]) >= 48, seed
 
@@ -123,6 +133,10 @@ async def test_the_engine_sheds_connections_a_bandwidth_cap_makes_useless(
         tuner = tm.session.tuner
         assert tuner is not None
         tuner.warmup, tuner.window = 0.5, 0.4  # a test-sized transfer
+        # As if the first answer had come from far away: start at the whole budget.
+        new = tuner.observe_latency(0.5, alone=True)
+        assert new == 16
+        tm.session.pacer.set_tuned(new)
         await tm.download(bucket, "big", dest)
         stats = tm.stats()
     with open(dest, "rb") as f:
@@ -148,3 +162,45 @@ async def test_a_chosen_count_is_pinned(
         assert tm.session.tuner is None
         assert tm.stats().tuner is None
         assert tm.stats().connections_limit == 12
+
+
+def test_the_first_answers_decide_the_path() -> None:
+    near = ConcurrencyTuner(64)
+    assert near.limit == 8  # where every count starts
+    # loopback, a LAN: one slow answer (a busy loop) among fast ones: 8 stays
+    assert [near.observe_latency(t) for t in (0.030, 0.002, 0.004)] == [None, None, None]
+    assert near.observe_latency(0.050) is None  # decided once
+    assert near.limit == 8
+    far = ConcurrencyTuner(64)
+    # 40 ms away: every connection counts, all at once after the third answer
+    assert [far.observe_latency(t) for t in (0.045, 0.120, 0.041)] == [None, None, 64]
+    assert far.observe_latency(0.001) is None
+    assert (far.limit, far.latency) == (64, 0.001)
+    small = ConcurrencyTuner(6)
+    assert small.limit == 6  # a budget below 8 is used whole
+    assert [small.observe_latency(0.05) for _ in range(3)] == [None, None, None]
+    # A HEAD or a CreateMultipartUpload is judged alone: no data competes with it.
+    # The session's first answer also opens the first connection: 60 ms are short.
+    head = ConcurrencyTuner(64)
+    assert head.observe_latency(0.110, alone=True) == 64
+    quick = ConcurrencyTuner(64)
+    assert quick.observe_latency(0.035, alone=True) is None
+    assert quick.observe_latency(0.300, alone=True) is None  # judged already
+    assert quick.limit == 8
+    later = ConcurrencyTuner(64)
+    assert later.observe_latency(0.035) is None  # a GET: wait for three
+    assert later.observe_latency(0.030, alone=True) == 64  # a later HEAD: 20 ms
+
+
+async def test_a_loopback_server_keeps_eight(
+    make_config: Callable[..., TransferConfig], bucket: str, s3: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    async with TransferManager(make_config()) as tm:
+        assert tm.stats().connections_limit == 8
+        await tm.head(bucket, "k")  # timed on the wire: botocore's set-up is not in it
+        stats = tm.stats()
+    assert stats.tuner is not None
+    assert stats.tuner.latency is not None
+    assert stats.tuner.latency < 0.060  # the first answer, with the first connection
+    assert stats.connections_limit == stats.tuner.limit == 8
