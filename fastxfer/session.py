@@ -301,7 +301,10 @@ class Session:
                 await task
 
     def _on_before_send(self, request: Any, event_name: str, **kwargs: Any) -> None:
-        """botocore is about to send a request: note when, for the tuner's path probe."""
+        """botocore is about to send a request: note when, for the tuner's path probe
+        (only until the path is judged: afterwards requests pay nothing for it)."""
+        if self.tuner is None or self.tuner.judged:
+            return
         if event_name.rpartition(".")[2] not in _PATH_OPS:
             return
         invocation = request.headers.get("amz-sdk-invocation-id")

@@ -105,6 +105,11 @@ class ConcurrencyTuner(BaseSubscriber):
         self._before: tuple[int, float] | None = None  # (limit, goodput) before a probe
         self._next_up = False
 
+    @property
+    def judged(self) -> bool:
+        """Whether the first answers have decided the path (no more samples needed)."""
+        return self._judged
+
     # -- input -------------------------------------------------------------------
 
     def on_progress(self, event: ProgressEvent) -> None:

@@ -174,7 +174,6 @@ async def run_sync(
     if isinstance(src, LocalDir) and isinstance(dst, LocalDir):
         raise UsageError("one of SRC and DST must be an s3:// URL", hint="rsync syncs folders")
     _check_no_overlap(src, dst)
-    (options or ObjectOptions()).check_applies(direction(src, dst))
     if isinstance(src, LocalDir):
         _check_local_source(src.path)
     if isinstance(dst, LocalDir) and os.path.exists(dst.path) and not os.path.isdir(dst.path):
