@@ -45,6 +45,7 @@ from fastxfer.errors import (
     translate,
 )
 from fastxfer.journal import UploadJournal
+from fastxfer.leanpath import LEAN_OPS, LeanPath
 from fastxfer.limits import MAX_DELETE_BATCH
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.pacing import Pacer
@@ -166,6 +167,8 @@ class Session:
         self._journal_open = False
         self._answered = False
         self._sent_at: dict[str, float] = {}
+        self.lean: LeanPath | None = None
+        """The lean request path for the hot operations (None: ``lean_path`` off)."""
 
     # -- lifecycle -------------------------------------------------------
 
@@ -257,8 +260,12 @@ class Session:
                 limiter = BandwidthLimiter(cfg.bandwidth_settings(), self.clock)
                 await self._stack.enter_async_context(limiter)
                 self._bandwidth = limiter
+            if cfg.lean_path:
+                self.lean = LeanPath(self._client, user_agent=aio_config.user_agent)
             if cfg.autotune and cfg.max_concurrency > 1:
                 self.tuner = ConcurrencyTuner(cfg.max_concurrency)
+                if self.lean is not None:
+                    self.lean.observe = self._observe_path
                 self.pacer.set_tuned(self.tuner.limit)
                 events = self._client.meta.events
                 events.register("before-send.s3", self._on_before_send)
@@ -318,11 +325,21 @@ class Session:
         """Its answer's headers are in: the round trip on the wire (no client set-up)."""
         invocation = (context.get("retries") or {}).get("invocation-id")
         sent = self._sent_at.pop(str(invocation), None) if invocation else None
-        if sent is None or exception is not None or self.tuner is None:
+        if sent is None or exception is not None:
             return
-        op = event_name.rpartition(".")[2]
-        seconds = time.monotonic() - sent
-        new = self.tuner.observe_latency(seconds, alone=op != "GetObject")
+        self._observe_path(event_name.rpartition(".")[2], time.monotonic() - sent)
+
+    def _observe_path(self, op: str, seconds: float) -> None:
+        """A request's time from send to answer headers, for the tuner's path probe
+        (both request paths report here; the lean one stops once the path is judged)."""
+        tuner = self.tuner
+        if tuner is None or tuner.judged:
+            if self.lean is not None:
+                self.lean.observe = None
+            return
+        if op not in _PATH_OPS:
+            return
+        new = tuner.observe_latency(seconds, alone=op != "GetObject")
         if new is not None:
             log.debug("long path (%.1f ms): %d requests in flight", seconds * 1e3, new)
             self.pacer.set_tuned(new)
@@ -525,7 +542,11 @@ class Session:
                 if counts is not None:
                     counts[op] += 1
                 try:
-                    result: dict[str, Any] = await getattr(client, op)(**kwargs)
+                    result: dict[str, Any] | None = None
+                    if self.lean is not None and op in LEAN_OPS and self.lean.accepts(op, kwargs):
+                        result = await self.lean.call(op, kwargs)
+                    if result is None:
+                        result = await getattr(client, op)(**kwargs)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -539,6 +560,8 @@ class Session:
                     pacer.on_throttle()
                     continue  # SlowDown is always safe to retry: nothing was done
             pacer.on_success()
+            self._answered = True
+            assert result is not None
             return result
 
     @contextlib.asynccontextmanager
@@ -570,7 +593,16 @@ class Session:
             if counts is not None:
                 counts["get_object"] += 1
             try:
-                resp: dict[str, Any] = await client.get_object(Bucket=bucket, Key=key, **kwargs)
+                kwargs["Bucket"], kwargs["Key"] = bucket, key
+                resp: dict[str, Any] | None = None
+                if (
+                    self.lean is not None
+                    and "get_object" in LEAN_OPS
+                    and self.lean.accepts("get_object", kwargs)
+                ):
+                    resp = await self.lean.call("get_object", kwargs, stream=True)
+                if resp is None:
+                    resp = await client.get_object(**kwargs)
             except asyncio.CancelledError:
                 raise
             except ClientError as exc:
@@ -589,6 +621,7 @@ class Session:
             except Exception as exc:
                 raise translate(exc, bucket=bucket, key=key, op="GET") from exc
             self.pacer.on_success()
+            self._answered = True
             async with resp["Body"]:
                 yield resp
 

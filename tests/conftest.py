@@ -66,6 +66,17 @@ def make_config(rclone_server: LocalS3Server) -> Callable[..., TransferConfig]:
     return lambda **kw: rclone_config(rclone_server, **kw)
 
 
+@pytest.fixture(params=["lean", "botocore"])
+def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine's tests run on both request paths: the lean one
+    (fastxfer/leanpath.py, the default) and botocore's whole pipeline.  A module
+    opts in with ``pytestmark = pytest.mark.usefixtures("request_path")``."""
+    path = str(request.param)
+    if path == "botocore":
+        monkeypatch.setattr("fastxfer.session.LEAN_OPS", {})
+    return path
+
+
 @pytest.fixture
 async def tm(rclone_server: LocalS3Server) -> AsyncIterator[TransferManager]:
     async with TransferManager(rclone_config(rclone_server, max_concurrency=8)) as m:

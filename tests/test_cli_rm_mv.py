@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -230,8 +231,9 @@ def test_verbose_logs_requests_and_never_the_secrets(
     log = r.stderr
     assert "Making request for OperationModel(name=PutObject)" in log
     assert "Sending http request" in log
-    assert "'Authorization': b'<redacted>'" in log
-    assert "'X-Amz-Security-Token': b'<redacted>'" in log
+    # The lean path's headers are str, botocore's bytes: redacted either way.
+    assert re.search(r"'Authorization': b?'<redacted>'", log)
+    assert re.search(r"'X-Amz-Security-Token': b?'<redacted>'", log)
     assert "botocore.hooks" not in log  # -v: the requests, not botocore's internals
     assert rclone_server.secret_key not in log
     assert token not in log

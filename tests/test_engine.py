@@ -32,6 +32,9 @@ from fastxfer.localserver import LocalS3Server
 
 from faultproxy import FaultProxy
 
+# Every test here runs on both request paths (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 
 def write_random(path: str, size: int) -> bytes:
     data = os.urandom(size)

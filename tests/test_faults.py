@@ -47,6 +47,9 @@ from fastxfer.localserver import LocalS3Server
 
 from faultproxy import FaultProxy, is_ranged_get, is_upload_part
 
+# Every test here runs on both request paths (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 # -- helpers ---------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ from fastxfer import EndpointUnreachable, TransferConfig, TransferManager
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
 
+# Every test here runs on both request paths (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 
 @dataclass(frozen=True)
 class TlsServer:

@@ -18,6 +18,9 @@ from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
 from fastxfer.tokenbucket import default_burst
 
+# Every test here runs on both request paths (conftest.request_path).
+pytestmark = pytest.mark.usefixtures("request_path")
+
 
 class RateLog(BaseSubscriber):
     """Bytes moved, stamped with time.monotonic()."""

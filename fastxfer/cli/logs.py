@@ -1,6 +1,7 @@
 """``-v`` / ``--log-level``: request-level logs on stderr, with secrets redacted.
 
-``-v`` logs each request botocore sends (method, URL, headers) and fastxfer's
+``-v`` logs each request sent (method, URL, headers; botocore's and the lean
+path's, fastxfer/leanpath.py) and fastxfer's
 own messages; ``-vv`` (``--log-level debug``) everything botocore logs,
 including the canonical request and the string to sign.  Every line goes
 through :func:`redact` first: the ``Authorization`` header, signatures
@@ -58,7 +59,12 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self.secrets)
 
 
-_REQUEST_LOGGERS = ("botocore.endpoint", "botocore.retryhandler", "botocore.retries")
+_REQUEST_LOGGERS = (
+    "botocore.endpoint",
+    "botocore.retryhandler",
+    "botocore.retries",
+    "fastxfer.request",
+)
 _LEVELS = {"debug": 2, "info": 1, "warning": 0, "error": -1}
 
 
