@@ -93,6 +93,59 @@ class _Endpoint:
     service: str
 
 
+@dataclass(frozen=True, slots=True)
+class _OutputTable:
+    """How botocore's rest-xml parser reads one operation's answer headers."""
+
+    headers: Mapping[str, tuple[str, str]]
+    """Lower-case header -> (member, type) for the members read as they come."""
+    complex: frozenset[str]
+    """Headers of members the lean parser leaves to botocore (lists, JSON values,
+    ``expires``, which a botocore handler rewrites before parsing)."""
+    map_member: str | None
+    map_prefix: str
+    payload: str | None
+
+    @classmethod
+    def of(cls, op_model: Any) -> _OutputTable:
+        headers: dict[str, tuple[str, str]] = {}
+        complex_: set[str] = {"expires"}
+        map_member, map_prefix = None, ""
+        shape = op_model.output_shape
+        for name, member in shape.members.items():
+            loc = member.serialization.get("location")
+            wire = str(member.serialization.get("name", name)).lower()
+            if loc == "headers":
+                map_member, map_prefix = name, wire
+            elif loc == "header":
+                simple = member.type_name in ("string", "integer", "long", "boolean", "timestamp")
+                if simple and wire not in complex_ and not member.serialization.get("jsonvalue"):
+                    headers[wire] = (name, member.type_name)
+                else:
+                    complex_.add(wire)
+            elif loc is not None:
+                complex_.add("")  # a status-code member: botocore parses these answers
+        return cls(
+            headers=headers,
+            complex=frozenset(complex_),
+            map_member=map_member,
+            map_prefix=map_prefix,
+            payload=shape.serialization.get("payload"),
+        )
+
+
+class _Reply:
+    """An answer's status, lower-case headers and aiohttp response."""
+
+    __slots__ = ("headers", "raw", "status_code", "url")
+
+    def __init__(self, url: str, status: int, headers: dict[str, str], raw: Any) -> None:
+        self.url = url
+        self.status_code = status
+        self.headers = headers
+        self.raw = raw
+
+
 class _Unsupported(Exception):
     """This call takes botocore's path."""
 
@@ -142,6 +195,8 @@ class LeanPath:
         self._parser = self._endpoint._response_parser_factory.create_parser(
             model.resolved_protocol
         )
+        self._outputs = {op: _OutputTable.of(m) for op, m in self._models.items()}
+        self._timestamp = self._parser._timestamp_parser
         self._endpoints: dict[tuple[str, str], _Endpoint | None] = {}
         self._aio: Any = None
         self._crt_auth = crt_auth
@@ -278,7 +333,7 @@ class LeanPath:
             retry = await self._needs_retry(op_model, attempt, http_response, parsed, exc, context)
             if retry is None:
                 break
-            if http_response is not None and stream:
+            if http_response is not None:
                 http_response.raw.release()
             await asyncio.sleep(retry)
             attempt += 1
@@ -293,7 +348,7 @@ class LeanPath:
             # Give back the retry quota the retries took (botocore's after-call).
             await self._events.emit(
                 f"after-call.s3.{op_model.name}",
-                http_response=http_response,
+                http_response=self._aws_response(http_response),
                 parsed=parsed,
                 model=op_model,
                 context=context,
@@ -345,7 +400,7 @@ class LeanPath:
 
         responses = await self._events.emit(
             f"needs-retry.s3.{op_model.name}",
-            response=None if http_response is None else (http_response, parsed),
+            response=None if http_response is None else (self._aws_response(http_response), parsed),
             endpoint=self._endpoint,
             operation=op_model,
             attempts=attempt,
@@ -403,8 +458,8 @@ class LeanPath:
         body: Any,
         context: dict[str, Any],
         stream: bool,
-    ) -> tuple[Any, Any, BaseException | None]:
-        """One attempt: (http response, parsed answer, None) or (None, None, error)."""
+    ) -> tuple[_Reply | None, Any, BaseException | None]:
+        """One attempt: (reply, parsed answer, None) or (None, None, error)."""
         from yarl import URL
 
         method = op_model.http["method"]
@@ -428,34 +483,117 @@ class LeanPath:
         try:
             if self.observe is not None:
                 self.observe(op_model.name, time.monotonic() - started)
-            response_headers = self._HeadersDict(
-                {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in raw.raw_headers}
+            reply = _Reply(
+                url,
+                raw.status,
+                {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in raw.raw_headers},
+                raw,
             )
-            http_response = self._AWSResponse(url, raw.status, response_headers, raw)
-            response_dict: dict[str, Any] = {
-                "headers": response_headers,
-                "status_code": raw.status,
-                "context": {"operation_name": op_model.name},
-            }
+            content: Any
             if raw.status >= 300 or not stream:
-                response_dict["body"] = await raw.read()
+                content = await raw.read()
                 raw.release()
             else:
-                response_dict["body"] = self._StreamingBody(
-                    raw, response_headers.get("content-length")
-                )
-                if context.get("checksum"):
+                content = self._StreamingBody(raw, reply.headers.get("content-length"))
+            parsed = None
+            checksum = bool(context.get("checksum"))
+            if raw.status < 300 and (stream or not checksum):
+                parsed = self._fast_parse(op, reply, content)
+                if parsed is not None and checksum:
+                    # botocore's response-checksum handling wraps the body.
                     from aiobotocore.httpchecksum import handle_checksum_body
 
-                    await handle_checksum_body(http_response, response_dict, context, op_model)
-            parsed = await self._parser.parse(response_dict, op_model.output_shape)
+                    answer = {"headers": reply.headers, "body": content, "context": {}}
+                    await handle_checksum_body(reply, answer, context, op_model)
+                    parsed[self._outputs[op].payload or "Body"] = answer["body"]
+            if parsed is None:
+                parsed = await self._botocore_parse(op_model, reply, content, context)
         except asyncio.CancelledError:
             raw.release()
             raise
         except Exception as exc:
             raw.release()
             return None, None, _botocore_error(exc, url)
-        return http_response, parsed, None
+        return reply, parsed, None
+
+    def _fast_parse(self, op: str, reply: _Reply, content: Any) -> dict[str, Any] | None:
+        """The answer as botocore's rest-xml parser gives it, from its headers
+        (tests/test_leanpath.py compares the two); None to let botocore parse it."""
+        table = self._outputs[op]
+        if table.payload is None and content:
+            return None  # a body to parse where none is expected
+        parsed: dict[str, Any] = {}
+        found: dict[str, str] = {}
+        members, complex_, prefix = table.headers, table.complex, table.map_prefix
+        try:
+            for name, value in reply.headers.items():
+                member = members.get(name)
+                if member is not None:
+                    kind = member[1]
+                    if kind == "string":
+                        parsed[member[0]] = value
+                    elif kind == "boolean":
+                        parsed[member[0]] = value == "true"
+                    elif kind == "timestamp":
+                        parsed[member[0]] = self._timestamp(value)
+                    else:
+                        parsed[member[0]] = int(value)
+                elif name in complex_:
+                    return None
+                elif prefix and name.startswith(prefix):
+                    found[name[len(prefix) :]] = value
+        except (ValueError, TypeError, OverflowError):
+            return None  # botocore's parser raises its own error for it
+        if "" in complex_:
+            return None
+        if table.map_member is not None:
+            parsed[table.map_member] = found
+        if table.payload is not None:
+            parsed[table.payload] = content
+        headers = reply.headers
+        metadata: dict[str, Any] = {}
+        if "x-amzn-requestid" in headers:
+            metadata["RequestId"] = headers["x-amzn-requestid"]
+        elif "x-amz-request-id" in headers:
+            metadata["RequestId"] = headers["x-amz-request-id"]
+            metadata["HostId"] = headers.get("x-amz-id-2", "")
+        metadata["HTTPStatusCode"] = reply.status_code
+        metadata["HTTPHeaders"] = dict(headers)
+        parsed["ResponseMetadata"] = metadata
+        return parsed
+
+    async def _botocore_parse(
+        self, op_model: Any, reply: _Reply, content: Any, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """botocore's own parse of the answer, with its before-parse handlers
+        and, for a GET with ``ChecksumMode``, its response-checksum handling."""
+        headers = self._HeadersDict(reply.headers)
+        response_dict: dict[str, Any] = {
+            "headers": headers,
+            "status_code": reply.status_code,
+            "context": {"operation_name": op_model.name},
+            "body": content,
+        }
+        if context.get("checksum") and reply.status_code < 300:
+            from aiobotocore.httpchecksum import handle_checksum_body
+
+            http_response = self._AWSResponse(reply.url, reply.status_code, headers, reply.raw)
+            await handle_checksum_body(http_response, response_dict, context, op_model)
+        customized: dict[str, Any] = {}
+        await self._events.emit(
+            f"before-parse.s3.{op_model.name}",
+            operation_model=op_model,
+            response_dict=response_dict,
+            customized_response_dict=customized,
+        )
+        parsed: dict[str, Any] = await self._parser.parse(response_dict, op_model.output_shape)
+        parsed.update(customized)
+        return parsed
+
+    def _aws_response(self, reply: _Reply) -> Any:
+        return self._AWSResponse(
+            reply.url, reply.status_code, self._HeadersDict(reply.headers), reply.raw
+        )
 
 
 def _botocore_error(exc: BaseException, url: str) -> BaseException:

@@ -167,6 +167,9 @@ class Session:
         self._journal_open = False
         self._answered = False
         self._sent_at: dict[str, float] = {}
+        self.stale_temps: dict[str, dict[str, list[str]]] = {}
+        """Directories downloaded into, each listed once: the temp files killed runs
+        left there, by the file each was for (fastxfer/download.py)."""
         self.lean: LeanPath | None = None
         """The lean request path for the hot operations (None: ``lean_path`` off)."""
 

@@ -8,10 +8,12 @@ credential refreshes are botocore's, and what falls back to botocore.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import stat
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from conftest import rclone_config
 from fastxfer import FastxferError, TransferConfig, TransferManager
 from fastxfer.body import PartBody
 from fastxfer.clock import SystemClock
+from fastxfer.leanpath import LeanPath, _Reply
 from fastxfer.localserver import LocalS3Server
 from fastxfer.session import Session
 
@@ -362,3 +365,105 @@ async def test_credentials_are_refreshed_on_the_lean_path(
         # Five minutes left is inside botocore's mandatory refresh window: each
         # request refreshed them.
         assert len(f.read()) >= 3
+
+
+def _synthetic_answers(lean: LeanPath, op: str) -> list[dict[str, str]]:
+    """Answer headers naming every header member of ``op``'s output, each type."""
+    table = lean._outputs[op]
+    sample = {
+        "string": "some value",
+        "integer": "42",
+        "long": "1099511627776",
+        "boolean": "true",
+        "timestamp": "Wed, 21 Oct 2015 07:28:00 GMT",
+    }
+    every = {wire: sample[kind] for wire, (_, kind) in table.headers.items()}
+    assert "expires" not in every  # botocore rewrites it before parsing
+    every.update(
+        {
+            "x-amz-request-id": "REQ",
+            "x-amz-id-2": "HOST",
+            "x-amz-meta-fastxfer-crc64nvme": "AAAAAAAAAAA=",
+            "x-amz-meta-mixed": "v",
+        }
+    )
+    booleans_false = {w: "false" for w, (_, k) in table.headers.items() if k == "boolean"}
+    return [
+        every,
+        {**every, **booleans_false},
+        {"etag": '"abc"', "content-length": "0"},
+        {"x-amzn-requestid": "R2", "etag": '"e"'},
+    ]
+
+
+async def test_fast_answer_parse_equals_botocores(
+    tm: TransferManager,
+    bucket: str,
+    work_dir: str,
+    moto_config: Callable[..., TransferConfig],
+    moto_bucket: str,
+) -> None:
+    """Answers read from their headers equal botocore's rest-xml parse of them:
+    real answers of rclone and moto (PUT with metadata, parts, HEAD, GET) and
+    synthetic ones naming every header member of each operation's output."""
+    src = os.path.join(work_dir, "src")
+    with open(src, "wb") as f:
+        f.write(os.urandom(11 * 1024 * 1024))
+    small = os.path.join(work_dir, "small")
+    with open(small, "wb") as f:
+        f.write(b"x" * 1000)
+    seen: list[tuple[LeanPath, str, Any, Any]] = []
+    for manager, where in ((tm, bucket), (None, moto_bucket)):
+        cfg = moto_config(part_size=5 * 1024 * 1024, multipart_threshold=5 * 1024 * 1024)
+        async with contextlib.AsyncExitStack() as stack:
+            m = manager or await stack.enter_async_context(TransferManager(cfg))
+            lean = m.session.lean
+            assert lean is not None
+
+            def record(op: str, reply: Any, content: Any, lean: LeanPath = lean) -> Any:
+                seen.append((lean, op, reply, content))
+                return LeanPath._fast_parse(lean, op, reply, content)
+
+            lean._fast_parse = record  # type: ignore[method-assign]
+            await m.upload(src, where, "multi", metadata={"Colour": "blue"})
+            await m.upload(small, where, "small", metadata={"k": "v"})
+            await m.download(where, "multi", os.path.join(work_dir, "multi.out"))
+            await m.head(where, "small")
+    ops = {op for _, op, _, _ in seen}
+    assert ops >= {"put_object", "upload_part", "head_object", "get_object"}, ops
+    for lean, op, reply, content in seen:
+        fast = LeanPath._fast_parse(lean, op, reply, content)  # not the recorder
+        slow = await lean._botocore_parse(lean._models[op], reply, content, {})
+        assert fast == slow, op
+    lean = seen[0][0]
+    for op in ("put_object", "upload_part", "head_object", "get_object"):
+        for headers in _synthetic_answers(lean, op):
+            reply = _Reply("http://x/b/k", 200, dict(headers), None)
+            content = object() if op == "get_object" else b""
+            fast = lean._fast_parse(op, reply, content)
+            assert fast is not None, (op, headers)
+            slow = await lean._botocore_parse(lean._models[op], reply, content, {})
+            assert fast == slow, op
+    # What botocore rewrites before parsing is left to botocore.
+    expires = _Reply("http://x/b/k", 200, {"expires": "soon"}, None)
+    assert lean._fast_parse("head_object", expires, b"") is None
+
+
+async def test_get_with_checksum_mode_gets_botocores_checksum_body(
+    moto_config: Callable[..., TransferConfig], moto_bucket: str, moto_s3: Any
+) -> None:
+    """A whole-object GET with ChecksumMode: the body is botocore's validating one
+    on both paths (an object stored with a CRC32 by another client)."""
+    data = os.urandom(100_000)
+    moto_s3.put_object(Bucket=moto_bucket, Key="crc32", Body=data, ChecksumAlgorithm="CRC32")
+    kinds = []
+    for lean_path in (True, False):
+        async with TransferManager(moto_config(lean_path=lean_path)) as tm:
+            async with tm.session.open_get(moto_bucket, "crc32", ChecksumMode="ENABLED") as r:
+                kinds.append(type(r["Body"]).__name__)
+                assert await r["Body"].read() == data
+                assert r["ChecksumCRC32"]
+            if lean_path:
+                assert tm.session.lean is not None
+                assert tm.session.lean.requests == 1
+    assert kinds[0] == kinds[1] == "AioStreamingChecksumBody"
