@@ -213,6 +213,10 @@ async def test_failed_multipart_upload_is_aborted(
     assert await tm.list_multipart_uploads(bucket) == []
 
 
+# aiobotocore's path can leave the cancelled part's socket for the garbage
+# collector (a ResourceWarning seen once in CI on the [botocore] variant); what
+# this test checks is the abort and that nothing lands.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_cancelled_upload_is_aborted(
     make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
 ) -> None:
