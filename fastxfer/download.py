@@ -75,7 +75,7 @@ def stale_temps_in(directory: str) -> dict[str, list[str]]:
     return found
 
 
-def remove_stale_temps(dest: str, seen: dict[str, dict[str, list[str]]] | None = None) -> int:
+def remove_stale_temps(dest: str, seen: dict[str, dict[str, list[str]]]) -> int:
     """Remove temp files a killed download of ``dest`` left beside it; returns how many.
 
     ``seen`` caches each directory's listing (the session's): a directory is
@@ -83,12 +83,9 @@ def remove_stale_temps(dest: str, seen: dict[str, dict[str, list[str]]] | None =
     files into one directory listed it 2,000 times: 0.4 ms of CPU a file).
     """
     d, name = os.path.split(os.path.abspath(dest))
-    if seen is None:
-        stale = stale_temps_in(d)
-    else:
-        if d not in seen:
-            seen[d] = stale_temps_in(d)
-        stale = seen[d]
+    if d not in seen:
+        seen[d] = stale_temps_in(d)
+    stale = seen[d]
     removed = 0
     for entry in stale.pop(name, ()):
         with contextlib.suppress(FileNotFoundError):

@@ -69,8 +69,6 @@ _TRANSFORMED: Final = frozenset(
     }
 )
 
-_CHECKSUM_VALUE_MEMBER: Final = "Checksum"
-
 
 @dataclass(frozen=True, slots=True)
 class _Member:
@@ -105,12 +103,15 @@ class _OutputTable:
     map_member: str | None
     map_prefix: str
     payload: str | None
+    botocore_only: bool
+    """The output has a member the lean parser never reads (a status code)."""
 
     @classmethod
     def of(cls, op_model: Any) -> _OutputTable:
         headers: dict[str, tuple[str, str]] = {}
         complex_: set[str] = {"expires"}
         map_member, map_prefix = None, ""
+        botocore_only = False
         shape = op_model.output_shape
         for name, member in shape.members.items():
             loc = member.serialization.get("location")
@@ -124,13 +125,14 @@ class _OutputTable:
                 else:
                     complex_.add(wire)
             elif loc is not None:
-                complex_.add("")  # a status-code member: botocore parses these answers
+                botocore_only = True  # a status-code member: botocore parses these answers
         return cls(
             headers=headers,
             complex=frozenset(complex_),
             map_member=map_member,
             map_prefix=map_prefix,
             payload=shape.serialization.get("payload"),
+            botocore_only=botocore_only,
         )
 
 
@@ -181,6 +183,7 @@ class LeanPath:
         from awscrt import auth as crt_auth
         from awscrt import http as crt_http
         from botocore.awsrequest import AWSResponse, HeadersDict
+        from yarl import URL
 
         self._client = client
         self._user_agent = user_agent
@@ -204,6 +207,7 @@ class LeanPath:
         self._AWSResponse = AWSResponse
         self._HeadersDict = HeadersDict
         self._StreamingBody = AioStreamingBody
+        self._URL = URL
         self._provider_key: tuple[str, str, str | None] | None = None
         self._provider: Any = None
         self.requests = 0
@@ -243,7 +247,7 @@ class LeanPath:
             if name == "ChecksumAlgorithm":
                 # Given with its value, botocore just sends both headers; alone,
                 # it would compute the checksum itself.
-                if f"{_CHECKSUM_VALUE_MEMBER}{str(value).upper()}" not in params:
+                if f"Checksum{str(value).upper()}" not in params:
                     return False
             elif name == "Metadata":
                 # botocore refuses non-ASCII metadata with its own error.
@@ -269,8 +273,6 @@ class LeanPath:
         return found
 
     async def _resolve(self, op: str, bucket: str) -> _Endpoint | None:
-        from yarl import URL
-
         client = self._client
         url, headers, props = await client._resolve_endpoint_ruleset(
             self._models[op], {"Bucket": bucket}, {}
@@ -291,7 +293,7 @@ class LeanPath:
             return None
         if self._client._request_signer._credentials is None:
             return None  # anonymous (unsigned) clients: botocore knows how
-        parsed = URL(url, encoded=True)
+        parsed = self._URL(url, encoded=True)
         if parsed.raw_query_string or parsed.raw_fragment:
             return None
         origin = str(parsed.origin())
@@ -318,7 +320,10 @@ class LeanPath:
         if ep is None:
             return None
         op_model = self._models[op]
-        path, headers = self.build(op, params, ep)
+        try:
+            path, headers = self.build(op, params, ep)
+        except _Unsupported:
+            return None  # a value of a type botocore converts itself
         body = params.get("Body")
         context: dict[str, Any] = {}
         if "ChecksumMode" in params:
@@ -460,8 +465,6 @@ class LeanPath:
         stream: bool,
     ) -> tuple[_Reply | None, Any, BaseException | None]:
         """One attempt: (reply, parsed answer, None) or (None, None, error)."""
-        from yarl import URL
-
         method = op_model.http["method"]
         url = ep.origin + path
         try:
@@ -475,7 +478,9 @@ class LeanPath:
             session = await self._session()
             self.requests += 1
             started = time.monotonic()
-            raw = await session.request(method, URL(url, encoded=True), headers=sent, data=body)
+            raw = await session.request(
+                method, self._URL(url, encoded=True), headers=sent, data=body
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -520,8 +525,8 @@ class LeanPath:
         """The answer as botocore's rest-xml parser gives it, from its headers
         (tests/test_leanpath.py compares the two); None to let botocore parse it."""
         table = self._outputs[op]
-        if table.payload is None and content:
-            return None  # a body to parse where none is expected
+        if table.botocore_only or (table.payload is None and content):
+            return None  # a status-code member, or a body where none is expected
         parsed: dict[str, Any] = {}
         found: dict[str, str] = {}
         members, complex_, prefix = table.headers, table.complex, table.map_prefix
@@ -544,8 +549,6 @@ class LeanPath:
                     found[name[len(prefix) :]] = value
         except (ValueError, TypeError, OverflowError):
             return None  # botocore's parser raises its own error for it
-        if "" in complex_:
-            return None
         if table.map_member is not None:
             parsed[table.map_member] = found
         if table.payload is not None:
