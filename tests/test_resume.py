@@ -98,10 +98,25 @@ def wait_for_parts(s3: Any, bucket: str, key: str, at_least: int, proc: Any) -> 
     raise AssertionError("the server never held enough parts")
 
 
-def kill_at_parts(s3: Any, bucket: str, key: str, parts: int, proc: Any) -> str:
-    """SIGKILL ``proc`` once the server holds ``parts`` parts of its upload."""
+def journal_parts(state: str) -> int:
+    with StateDB.open(state) as db:
+        row = db.query_one("SELECT COUNT(*) FROM upload_journal_parts")
+    assert row is not None
+    return int(row[0])
+
+
+def kill_at_parts(
+    s3: Any, bucket: str, key: str, parts: int, proc: Any, state: str | None = None
+) -> str:
+    """SIGKILL ``proc`` once the server holds ``parts`` parts of its upload (and,
+    given ``state``, its journal has recorded them: a part the server lists may
+    not be journaled yet, the client writes it down once the answer is in)."""
     try:
         upload_id = wait_for_parts(s3, bucket, key, parts, proc)
+        deadline = time.monotonic() + 30
+        while state is not None and journal_parts(state) < parts:
+            assert time.monotonic() < deadline, "the journal never caught up with the server"
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -137,7 +152,7 @@ async def test_upload_killed_at_half_resumes_with_the_missing_parts(
     proc = start_cli_upload(
         rclone_server, src, bucket, "obj", state, "--bwlimit-up", "48MiB/s", "--checksum", checksum
     )
-    upload_id = kill_at_parts(s3, bucket, "obj", 12, proc)
+    upload_id = kill_at_parts(s3, bucket, "obj", 12, proc, state)
     assert journal_rows(state) == 1
     stored = len(s3.list_parts(Bucket=bucket, Key="obj", UploadId=upload_id).get("Parts", []))
 
