@@ -108,8 +108,9 @@ class TransferConfig:
     part_size: int = 16 * MiB
     """Preferred part size; raised automatically to fit 10,000 parts."""
     download_part_size: int | None = None
-    """Bytes per ranged GET; None: enough ranges for every connection, as large as
-    that allows (``part_size`` to 64 MiB; fewer, larger ranges cost the server less)."""
+    """Bytes per ranged GET; None: enough ranges for every connection allowed when the
+    download starts (the tuned count), as large as that allows (``part_size`` to
+    64 MiB; fewer, larger ranges cost both sides less CPU)."""
     memory_limit: int = 512 * MiB
     """Upper bound on part buffers held in memory at once."""
     io_chunk_size: int = 1 * MiB

@@ -325,7 +325,9 @@ async def _fetch_all(
         tracker.parts_total = tracker.parts_done = 1
         return 0
     ranged = size >= cfg.multipart_threshold
-    part = range_size(size, cfg) if ranged else size
+    # Ranges sized for the connections allowed now (the tuned count): on a short
+    # path a few large ones cost both sides less CPU than many small ones.
+    part = range_size(size, cfg, session.connections.limit) if ranged else size
     count = -(-size // part)
     tracker.parts_total = count
     tracker.multipart = count > 1
@@ -436,16 +438,12 @@ async def _write_body(
         if bw is None
         else min(session.config.io_chunk_size, CHUNK_SIZE)
     )
-    stream = body.content if hasattr(body, "content") else body
-    readany = hasattr(stream, "readchunk") and bw is None
+    # read(n) gives what is buffered, up to n bytes, in one piece: the socket's
+    # chunks (~248 KiB here) one at a time cost more (a write, a CRC call and a
+    # progress event each: +0.15 client CPU-s/GiB, measured) than the join.
     try:
         while pos < end:
-            if readany:
-                # readchunk(): one chunk as the socket delivered it; read(n)
-                # and readany() slice or join buffered chunks (a copy).
-                data, _ = await stream.readchunk()
-            else:
-                data = await stream.read(min(chunk_size, end - pos))
+            data = await body.read(min(chunk_size, end - pos))
             if not data:
                 raise IncompleteRange(f"connection closed at byte {pos} of range ending {end}")
             n = len(data)

@@ -156,3 +156,21 @@ def test_download_range_size(size: int, concurrency: int, part: int, expected: i
     cfg = TransferConfig(max_concurrency=concurrency, part_size=part)
     assert range_size(size, cfg) == expected
     assert range_size(size, cfg.replace(download_part_size=8 * MiB)) == 8 * MiB
+
+
+@pytest.mark.parametrize(
+    ("size", "connections", "expected"),
+    [
+        (1 * GiB, 64, 16 * MiB),  # a long path: every connection of the budget busy
+        (1 * GiB, 8, 64 * MiB),  # a short path (the tuner's 8): 16 ranges of 64 MiB
+        (1 * GiB, 200, 16 * MiB),  # never more than the budget
+        (40 * MiB, 1, 40 * MiB),  # one connection: one range, up to 64 MiB
+    ],
+)
+def test_download_ranges_follow_the_connections_allowed(
+    size: int, connections: int, expected: int
+) -> None:
+    cfg = TransferConfig()  # budget 64, part_size 16 MiB
+    assert range_size(size, cfg, connections) == expected
+    assert download_get_count(size, cfg, connections) == -(-size // expected)
+    assert download_get_count(size, cfg, connections) <= download_get_count(size, cfg)

@@ -112,21 +112,27 @@ def configs(draw: st.DrawFn) -> TransferConfig:
     )
 
 
-def planned_ranges(size: int, cfg: TransferConfig) -> list[tuple[int, int]]:
+def planned_ranges(size: int, cfg: TransferConfig, connections: int) -> list[tuple[int, int]]:
     """[start, end) of each GET as the download makes them (download._fetch_all)."""
     if size == 0:
         return [(0, 0)]
-    part = range_size(size, cfg) if size >= cfg.multipart_threshold else size
+    part = range_size(size, cfg, connections) if size >= cfg.multipart_threshold else size
     return [(start, min(size, start + part)) for start in range(0, size, part)]
 
 
-@given(size=sizes, cfg=configs())
+@given(size=sizes, cfg=configs(), share=st.floats(min_value=0.0, max_value=1.0))
 def test_range_plan_covers_every_byte_once_and_agrees_with_the_get_count(
-    size: int, cfg: TransferConfig
+    size: int, cfg: TransferConfig, share: float
 ) -> None:
-    count = download_get_count(size, cfg)
+    # The connections allowed when the download starts: 1 to the whole budget.
+    connections = max(1, round(cfg.max_concurrency * share))
+    count = download_get_count(size, cfg, connections)
+    # The estimate (at the whole budget) is the most a download makes.
+    assert count <= download_get_count(size, cfg)
+    if connections == cfg.max_concurrency:
+        assert count == download_get_count(size, cfg)
     if size >= cfg.multipart_threshold and size > 0:
-        part = range_size(size, cfg)
+        part = range_size(size, cfg, connections)
         assert MIN_PART_SIZE <= part <= MAX_PART_SIZE
         assert count == ceil_div(size, part) <= MAX_PARTS
         assert part * count >= size > part * (count - 1)  # covered, no empty range
@@ -134,11 +140,11 @@ def test_range_plan_covers_every_byte_once_and_agrees_with_the_get_count(
             assert part >= min(cfg.part_size, MAX_PART_SIZE)
             # Enough ranges to keep every connection busy, no more, unless ranges
             # would grow past 64 MiB.
-            assert count <= max(cfg.max_concurrency, ceil_div(size, 64 * MiB))
+            assert count <= max(connections, ceil_div(size, 64 * MiB))
     else:
         assert count == 1
-    # The estimate (download_get_count) is what a download does (its ranges).
-    ranges = planned_ranges(size, cfg)
+    # download_get_count is what a download does (its ranges).
+    ranges = planned_ranges(size, cfg, connections)
     assert len(ranges) == count
     position = 0
     for start, end in ranges:

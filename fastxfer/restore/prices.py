@@ -3,7 +3,9 @@
 :func:`estimate_cost` is a pure function of the objects' states and the
 configuration: the download request counts come from
 :func:`fastxfer.planning.download_get_count`, the function downloads plan their
-ranges with, so the estimate equals what a run makes.
+ranges with, at the whole connection budget: what a run makes over a long path
+(where the tuner uses the whole budget), and at most that on a short one
+(fewer connections, larger ranges).
 """
 
 from __future__ import annotations
