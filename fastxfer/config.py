@@ -109,8 +109,8 @@ class TransferConfig:
     """Preferred part size; raised automatically to fit 10,000 parts."""
     download_part_size: int | None = None
     """Bytes per ranged GET; None: enough ranges for every connection allowed when the
-    download starts (the tuned count), as large as that allows (``part_size`` to
-    64 MiB; fewer, larger ranges cost both sides less CPU)."""
+    download starts (the tuned count), as large as that allows (5 MiB to 64 MiB;
+    fewer, larger ranges cost both sides less CPU)."""
     memory_limit: int = 512 * MiB
     """Upper bound on part buffers held in memory at once."""
     io_chunk_size: int = 1 * MiB

@@ -359,6 +359,11 @@ class Session:
         try:
             if self._stack is not None:
                 await self._stack.aclose()
+                # A closed connection's socket is closed by a callback on the next
+                # turn of the loop; let it run, or a loop that ends right after this
+                # leaves the socket to the garbage collector (an unclosed-transport
+                # ResourceWarning; aiohttp's docs advise this pause).
+                await asyncio.sleep(0)
         finally:
             self._stack = None
             self._client = None

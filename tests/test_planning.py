@@ -147,7 +147,9 @@ def test_fast_timestamp_parser_agrees_with_botocore(value: object) -> None:
         (1 * GiB, 16, 16 * MiB, 64 * MiB),  # one range per connection
         (2 * GiB, 16, 16 * MiB, 64 * MiB),  # capped at 64 MiB: 32 ranges
         (160 * MiB, 16, 5 * MiB, 10 * MiB),  # every connection busy over a slow link
-        (40 * MiB, 16, 16 * MiB, 16 * MiB),  # never below part_size
+        (40 * MiB, 16, 16 * MiB, 5 * MiB),  # every connection busy: 8 ranges of 5 MiB
+        (40 * MiB, 64, 16 * MiB, 5 * MiB),  # never below 5 MiB
+        (40 * MiB, 2, 16 * MiB, 20 * MiB),  # nor below what keeps 2 connections busy
     ],
 )
 def test_download_range_size(size: int, concurrency: int, part: int, expected: int) -> None:
@@ -165,6 +167,7 @@ def test_download_range_size(size: int, concurrency: int, part: int, expected: i
         (1 * GiB, 8, 64 * MiB),  # a short path (the tuner's 8): 16 ranges of 64 MiB
         (1 * GiB, 200, 16 * MiB),  # never more than the budget
         (40 * MiB, 1, 40 * MiB),  # one connection: one range, up to 64 MiB
+        (160 * MiB, 64, 5 * MiB),  # a long path: 32 ranges of 5 MiB, not 10 of part_size
     ],
 )
 def test_download_ranges_follow_the_connections_allowed(

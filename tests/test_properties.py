@@ -137,7 +137,7 @@ def test_range_plan_covers_every_byte_once_and_agrees_with_the_get_count(
         assert count == ceil_div(size, part) <= MAX_PARTS
         assert part * count >= size > part * (count - 1)  # covered, no empty range
         if cfg.download_part_size is None:
-            assert part >= min(cfg.part_size, MAX_PART_SIZE)
+            assert part >= MIN_PART_SIZE
             # Enough ranges to keep every connection busy, no more, unless ranges
             # would grow past 64 MiB.
             assert count <= max(connections, ceil_div(size, 64 * MiB))

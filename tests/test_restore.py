@@ -151,7 +151,8 @@ CONFIG = TransferConfig(endpoint_url="http://127.0.0.1:1")
         ),
         # GLACIER Bulk: free retrieval, only the copy's storage.
         ([("GLACIER", GB, COLD)] * 10, RestoreTier.BULK, False, 10, 0, 0, 10 * 0.023 * 7 / 30),
-        # Downloads: below 16 MiB one GET and no HEAD; 40 MiB -> a HEAD and 3 ranged GETs.
+        # Downloads: below 16 MiB one GET and no HEAD; 40 MiB -> a HEAD and 8 ranged GETs
+        # (5 MiB each: at the whole budget of 64 connections, as many as keep them busy).
         (
             [
                 ("GLACIER", 1024, COLD),
@@ -163,7 +164,7 @@ CONFIG = TransferConfig(endpoint_url="http://127.0.0.1:1")
             RestoreTier.STANDARD,
             True,
             2,
-            1 + 3 + 1 + 1 + 1,
+            1 + 8 + 1 + 1 + 1,
             1,
             2 / 1000 * 0.05 + (1024 + 40 * MiB) / GB * (0.01 + 0.023 * 7 / 30),
         ),
