@@ -34,9 +34,10 @@ def write_random(path: str, size: int) -> bytes:
     return data
 
 
-def journal_rows(state: str) -> int:
+def journal_rows(state: str, table: str = "upload_journal") -> int:
+    """Rows in one of the journal's tables (the uploads, or ``upload_journal_parts``)."""
     with StateDB.open(state) as db:
-        row = db.query_one("SELECT COUNT(*) FROM upload_journal")
+        row = db.query_one(f"SELECT COUNT(*) FROM {table}")
     assert row is not None
     return int(row[0])
 
@@ -98,13 +99,6 @@ def wait_for_parts(s3: Any, bucket: str, key: str, at_least: int, proc: Any) -> 
     raise AssertionError("the server never held enough parts")
 
 
-def journal_parts(state: str) -> int:
-    with StateDB.open(state) as db:
-        row = db.query_one("SELECT COUNT(*) FROM upload_journal_parts")
-    assert row is not None
-    return int(row[0])
-
-
 def kill_at_parts(
     s3: Any, bucket: str, key: str, parts: int, proc: Any, state: str | None = None
 ) -> str:
@@ -114,7 +108,7 @@ def kill_at_parts(
     try:
         upload_id = wait_for_parts(s3, bucket, key, parts, proc)
         deadline = time.monotonic() + 30
-        while state is not None and journal_parts(state) < parts:
+        while state is not None and journal_rows(state, "upload_journal_parts") < parts:
             assert time.monotonic() < deadline, "the journal never caught up with the server"
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
