@@ -8,6 +8,7 @@ https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import mmap
@@ -55,22 +56,77 @@ _WINDOW = 32 * 1024 * 1024
 
 
 def file_crc64nvme(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(crc, size) of a file.  Blocking.
+    """(crc, size) of a file.  Blocking, one thread."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return _span_crc(f.fileno(), 0, size), size
+
+
+def _path_span_crc(path: str | os.PathLike[str], start: int, length: int) -> int:
+    # Each thread opens the file itself: a piece still being read when the
+    # caller is cancelled then holds no descriptor the caller has closed.
+    with open(path, "rb") as f:
+        return _span_crc(f.fileno(), start, length)
+
+
+def _span_crc(fd: int, start: int, length: int) -> int:
+    """CRC of ``length`` bytes of ``fd`` from ``start`` (a multiple of the page size).
 
     Read through mmap so no copy is made, one 32 MiB window at a time: mapped
     pages count in the process's RSS, and a whole-file mapping of a 1 GiB
     file showed up as 1 GiB of peak RSS.
     """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        crc = 0
-        for off in range(0, size, _WINDOW):
-            length = min(_WINDOW, size - off)
-            with mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=off) as m:
-                m.madvise(mmap.MADV_SEQUENTIAL)
-                view = memoryview(m)
-                try:
-                    crc = crc64nvme(view, crc)
-                finally:
-                    view.release()
-        return crc, size
+    crc = 0
+    end = start + length
+    for off in range(start, end, _WINDOW):
+        n = min(_WINDOW, end - off)
+        with mmap.mmap(fd, n, access=mmap.ACCESS_READ, offset=off) as m:
+            m.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(m)
+            try:
+                crc = crc64nvme(view, crc)
+            finally:
+                view.release()
+    return crc
+
+
+_SPAN_MIN = 64 * 1024 * 1024
+
+
+def spans(size: int, workers: int) -> list[tuple[int, int]]:
+    """(start, length) pieces of a file of ``size`` bytes for ``workers`` threads.
+
+    Each piece but the last is a whole number of 32 MiB windows (so every
+    start is page-aligned for mmap) and at least 64 MiB; a smaller file is one
+    piece.
+    """
+    if size <= 0:
+        return [(0, 0)]
+    count = max(1, min(workers, size // _SPAN_MIN))
+    step = -(-size // count)
+    step = -(-step // _WINDOW) * _WINDOW
+    return [(start, min(step, size - start)) for start in range(0, size, step)]
+
+
+async def file_crc64nvme_parallel(
+    path: str | os.PathLike[str], workers: int | None = None
+) -> tuple[int, int]:
+    """(crc, size) of a file, its pieces read by ``workers`` threads of the loop's executor.
+
+    The CRC releases the GIL, so on a machine with spare cores the whole-file
+    CRC that ``client`` mode needs before a multipart upload can start takes
+    a fraction of the time (1 GiB on tmpfs, 2 cores: 0.08 s instead of 0.15).
+    The pieces' CRCs are combined in file order.
+    """
+    if workers is None:
+        workers = min(4, len(os.sched_getaffinity(0)))
+    loop = asyncio.get_running_loop()
+    size = os.stat(path).st_size
+    pieces = spans(size, workers)
+    crcs = await asyncio.gather(
+        *(loop.run_in_executor(None, _path_span_crc, path, a, n) for a, n in pieces)
+    )
+    crc = crcs[0]
+    for c, (_, n) in zip(crcs[1:], pieces[1:], strict=True):
+        crc = combine(crc, c, n)
+    return crc, size

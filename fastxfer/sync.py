@@ -253,9 +253,7 @@ async def _same_crc(tm: TransferManager, s: Entry, d: Entry) -> bool:
     crcs: list[int | None] = []
     for e in (s, d):
         if e.local is not None:
-            value, _ = await asyncio.get_running_loop().run_in_executor(
-                None, integrity.file_crc64nvme, e.local
-            )
+            value, _ = await integrity.file_crc64nvme_parallel(e.local)
             crcs.append(value)
         else:
             assert e.info is not None

@@ -246,9 +246,7 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
         # the body it already holds).  Streams cannot be read twice: see
         # _multipart.
         if isinstance(reader, _FileReader):
-            crc, _ = await asyncio.get_running_loop().run_in_executor(
-                None, integrity.file_crc64nvme, reader.path
-            )
+            crc, _ = await integrity.file_crc64nvme_parallel(reader.path)
             metadata[integrity.METADATA_KEY] = integrity.to_b64(crc)
         elif isinstance(reader, _BytesReader):
             metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from fastxfer import InvalidConfig, LocalFileError, TransferConfig
+from fastxfer import InvalidConfig, LocalFileError, TransferConfig, integrity
 from fastxfer.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, GiB, MiB
 from fastxfer.localpath import MAX_NAME_BYTES, key_path_problem, local_path_for_key, map_keys
 from fastxfer.planning import download_get_count, fit_part_size, range_size
@@ -245,3 +245,37 @@ def test_a_listing_maps_to_distinct_files_none_inside_another(
     assert not any(q.startswith(d) for q in paths for d in as_dirs)
     for key, path in mapped:
         assert path == local_path_for_key(ROOT, key, prefix)
+
+
+@given(size=st.integers(0, 5 * GiB), workers=st.integers(1, 8))
+def test_crc_spans_cover_the_file_in_order_page_aligned(size: int, workers: int) -> None:
+    """integrity.spans: the pieces of a parallel whole-file CRC cover [0, size) in
+    order without overlap, each starts on a 32 MiB window (mmap needs page
+    alignment), there are at most ``workers`` and none under 64 MiB but the last."""
+    pieces = integrity.spans(size, workers)
+    assert 1 <= len(pieces) <= workers
+    pos = 0
+    for start, length in pieces:
+        assert start == pos
+        assert start % (32 * MiB) == 0
+        pos += length
+    assert pos == size
+    assert all(n >= 64 * MiB for _, n in pieces[:-1])
+    assert all(n > 0 for _, n in pieces) or pieces == [(0, 0)]
+
+
+@pytest.mark.parametrize(("workers", "pieces"), [(1, 1), (2, 2), (4, 2)])
+async def test_parallel_file_crc_equals_one_pass(
+    tmp_path: os.PathLike[str], workers: int, pieces: int
+) -> None:
+    """The whole-file CRC computed in pieces by threads and combined is the CRC of
+    the bytes in one pass (a 161 MiB + 1 byte file: two pieces of 96 MiB and
+    65 MiB + 1 byte from 2 workers up, the last not a whole window)."""
+    data = os.urandom(161 * MiB + 1)
+    path = os.path.join(str(tmp_path), "f")
+    with open(path, "wb") as f:
+        f.write(data)
+    assert len(integrity.spans(len(data), workers)) == pieces
+    crc, size = await integrity.file_crc64nvme_parallel(path, workers)
+    assert size == len(data)
+    assert crc == integrity.crc64nvme(data) == integrity.file_crc64nvme(path)[0]
