@@ -106,7 +106,9 @@ class TransferConfig:
     multipart_threshold: int = 16 * MiB
     """Objects at or above this size use multipart upload / ranged GETs."""
     part_size: int = 16 * MiB
-    """Preferred part size; raised automatically to fit 10,000 parts."""
+    """Largest upload part; raised automatically to fit 10,000 parts, lowered (5 MiB
+    at least) for a file that would have fewer parts than the connections allowed
+    when its upload starts (:func:`fastxfer.planning.upload_part_size`)."""
     download_part_size: int | None = None
     """Bytes per ranged GET; None: enough ranges for every connection allowed when the
     download starts (the tuned count), as large as that allows (5 MiB to 64 MiB;

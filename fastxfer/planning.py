@@ -34,6 +34,24 @@ def fit_part_size(size: int, preferred: int) -> int:
     return min(part, MAX_PART_SIZE)
 
 
+def upload_part_size(size: int, cfg: TransferConfig, connections: int | None = None) -> int:
+    """Bytes per part for a multipart upload of ``size`` bytes.
+
+    ``part_size`` at most, and smaller (5 MiB at least) when parts of
+    ``part_size`` would be fewer than the requests allowed in flight
+    (``connections``, the tuned count once the first answer has judged the
+    path; ``max_concurrency`` when not given), which would leave connections
+    idle: over the WAN profile (40 ms, 8 MB/s a connection, 64 connections) a
+    160 MiB file went in 10 parts of 16 MiB, 10 connections busy.  On a short
+    path the count is 8 and only files under 8 parts (128 MiB) are affected.
+    """
+    count = cfg.max_concurrency if connections is None else min(connections, cfg.max_concurrency)
+    per_connection = -(-size // max(1, count))
+    part = min(cfg.part_size, -(-per_connection // MiB) * MiB)
+    # fit_part_size keeps it at 5 MiB at least (and 10,000 parts at most).
+    return fit_part_size(size, part)
+
+
 MAX_AUTO_RANGE = 64 * 1024 * 1024
 
 

@@ -31,7 +31,7 @@ from fastxfer.errors import (
 from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.objectinfo import MTIME_KEY, format_mtime
-from fastxfer.planning import fit_part_size
+from fastxfer.planning import fit_part_size, upload_part_size
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -259,6 +259,11 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
             hint="raise --memory-limit",
         )
 
+    if size is not None and size >= cfg.multipart_threshold:
+        # Parts: sized once the first answer has told how far the server is.
+        await _multipart(session, job, reader, None, 0, part_size, metadata, extra, mode, tracker)
+        return
+
     # Read the first part: it decides between one PUT and multipart (the size
     # of a stream is not known in advance).
     first_len = min(part_size, size) if size is not None else part_size
@@ -333,7 +338,7 @@ async def _multipart(
     session: Session,
     job: UploadJob,
     reader: _Reader,
-    first_buf: Buffer,
+    first_buf: Buffer | None,
     first_n: int,
     part_size: int,
     metadata: dict[str, str],
@@ -341,14 +346,18 @@ async def _multipart(
     mode: str,
     tracker: _Tracker,
 ) -> None:
+    """Create (or resume) a multipart upload, then send the parts and complete it.
+
+    ``first_buf`` holds a stream's first part, read before it was known to need
+    parts; a source of known size comes with none, and its parts are sized here,
+    after the first answer has judged the path (:func:`upload_part_size`).
+    """
     tracker.multipart = True
     pool = session.buffers
     if mode == "client" and integrity.METADATA_KEY not in metadata:
         # A stream cannot be read twice for a whole-object CRC up front:
         # let the server check every part's Content-MD5 instead.
         mode = "md5"
-    if reader.size is not None:
-        tracker.parts_total = max(1, -(-reader.size // part_size))
     create_kw = dict(extra)
     if mode == "server":
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
@@ -357,14 +366,14 @@ async def _multipart(
     try:
         resume = None
         if journal is not None and isinstance(reader, _FileReader):
-            resume = await _resumable(
-                session, job, reader, journal, part_size, mode, metadata, tracker
-            )
+            resume = await _resumable(session, job, reader, journal, mode, metadata, tracker)
         if resume is None:
             created = await _create(session, job, metadata, create_kw, tracker)
             upload_id = str(created["UploadId"])
             done: dict[int, PartRecord] = {}
             row = None
+            if first_buf is None and reader.size is not None:
+                part_size = upload_part_size(reader.size, session.config, session.connections.limit)
             if journal is not None and isinstance(reader, _FileReader):
                 row = journal.begin(
                     job.bucket,
@@ -377,10 +386,13 @@ async def _multipart(
                 )
         else:
             await session.uploads.acquire(Priority.CONTROL)
-            upload_id, row, done = resume
+            upload_id, row, done, part_size = resume
     except BaseException:
-        pool.put(first_buf)
+        if first_buf is not None:
+            pool.put(first_buf)
         raise
+    if reader.size is not None:
+        tracker.parts_total = max(1, -(-reader.size // part_size))
     try:
         await _parts_and_complete(
             session,
@@ -424,16 +436,17 @@ async def _resumable(
     job: UploadJob,
     reader: _FileReader,
     journal: UploadJournal,
-    part_size: int,
     mode: str,
     metadata: dict[str, str],
     tracker: _Tracker,
-) -> tuple[str, int, dict[int, PartRecord]] | None:
-    """(UploadId, journal row, parts to keep) if an interrupted upload can go on.
+) -> tuple[str, int, dict[int, PartRecord], int] | None:
+    """(UploadId, journal row, parts to keep, part size) if an interrupted upload can go on.
 
     The journal's row must describe the same source (path, size, mtime, inode),
-    part size, checksum mode and whole-object CRC; the parts kept are those
-    the server lists with the journal's size and ETag.  A changed source's
+    checksum mode and whole-object CRC, and a part size this run can use (S3's
+    limits, the memory budget): it is kept, whatever this run would have
+    chosen, so the parts stored stay usable.  The parts kept are those the
+    server lists with the journal's size and ETag.  A changed source's
     upload is aborted (it would complete with stale bytes); a vanished one is
     forgotten.  Either way the caller starts a new upload.
     """
@@ -443,7 +456,9 @@ async def _resumable(
     where = f"s3://{job.bucket}/{job.key}"
     same = (
         entry.source == reader.identity()
-        and entry.part_size == part_size
+        and reader.size is not None
+        and entry.part_size <= session.memory.limit
+        and fit_part_size(reader.size, entry.part_size) == entry.part_size
         and entry.checksum_mode == mode
         and entry.whole_crc == metadata.get(integrity.METADATA_KEY)
     )
@@ -483,7 +498,7 @@ async def _resumable(
         if listed.get(n) == (rec.size, rec.etag) and (rec.crc is not None or not needs_crc)
     }
     log.info("%s: resuming the interrupted upload (%d parts already stored)", where, len(done))
-    return entry.upload_id, entry.row, done
+    return entry.upload_id, entry.row, done, entry.part_size
 
 
 async def _create(
@@ -535,7 +550,7 @@ async def _parts_and_complete(
     session: Session,
     job: UploadJob,
     reader: _Reader,
-    first_buf: Buffer,
+    first_buf: Buffer | None,
     first_n: int,
     part_size: int,
     metadata: dict[str, str],
@@ -605,11 +620,42 @@ async def _parts_and_complete(
 
     try:
         total = 0
-        number = 1
+        number = 0
         async with asyncio.TaskGroup() as tg:
-            buf: Buffer | None = first_buf
-            n, held = first_n, False
+            buf: Buffer | None
             while True:
+                number += 1
+                rec = done.get(number)
+                if number == 1 and first_buf is not None:
+                    # A stream's first part, read before it was known to need parts.
+                    buf, n, held = first_buf, first_n, False
+                elif rec is not None and isinstance(reader, _FileReader):
+                    # Stored by the interrupted run: skip it, read nothing.
+                    reader.skip(rec.size)
+                    buf, n, held = None, rec.size, False
+                else:
+                    # Backpressure, as rclone's lib/multipart: take the connection
+                    # slot, then the memory, and only then read the part, so parts
+                    # are read no faster than they can be sent (few buffers, few
+                    # fresh pages) and never beyond the memory budget.
+                    await session.connections.acquire(Priority.DATA)
+                    try:
+                        buf = await pool.get(part_size)
+                    except BaseException:
+                        session.connections.release()
+                        raise
+                    held = True
+                    try:
+                        n = await reader.readinto(memoryview(buf)[:part_size])
+                    except BaseException:
+                        pool.put(buf)
+                        session.connections.release()
+                        raise
+                    if n == 0:
+                        pool.put(buf)
+                        session.connections.release()
+                        number -= 1
+                        break
                 if number > MAX_PARTS:
                     if buf is not None:
                         pool.put(buf)
@@ -620,45 +666,12 @@ async def _parts_and_complete(
                         hint="pass size= or raise --part-size",
                     )
                 total += n
-                rec = done.get(number)
                 if buf is None:
-                    resumed(number, n)  # skipped without reading
-                elif rec is not None and rec.size == n:
-                    pool.put(buf)  # the first part, read before the journal was asked
                     resumed(number, n)
                 else:
                     done.pop(number, None)
                     tg.create_task(send(number, buf, n, held))
                 if n < part_size or (reader.size is not None and total >= reader.size):
-                    break
-                number += 1
-                rec = done.get(number)
-                if rec is not None and isinstance(reader, _FileReader):
-                    # Stored by the interrupted run: skip it, read nothing.
-                    reader.skip(rec.size)
-                    buf, n, held = None, rec.size, False
-                    continue
-                # Backpressure, as rclone's lib/multipart: take the connection
-                # slot, then the memory, and only then read the part, so parts
-                # are read no faster than they can be sent (few buffers, few
-                # fresh pages) and never beyond the memory budget.
-                await session.connections.acquire(Priority.DATA)
-                try:
-                    buf = await pool.get(part_size)
-                except BaseException:
-                    session.connections.release()
-                    raise
-                held = True
-                try:
-                    n = await reader.readinto(memoryview(buf)[:part_size])
-                except BaseException:
-                    pool.put(buf)
-                    session.connections.release()
-                    raise
-                if n == 0:
-                    pool.put(buf)
-                    session.connections.release()
-                    number -= 1
                     break
         if reader.size is not None and total != reader.size:
             raise LocalFileError(

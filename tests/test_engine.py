@@ -87,6 +87,28 @@ async def test_roundtrip_sizes(
     assert leftovers(work_dir) == []
 
 
+@pytest.mark.parametrize(("connections", "parts"), [(2, 3), (16, 8)])
+async def test_upload_parts_are_sized_to_keep_the_connections_busy(
+    make_config: Callable[..., TransferConfig],
+    bucket: str,
+    work_dir: str,
+    s3: Any,
+    connections: int,
+    parts: int,
+) -> None:
+    """A file's parts are ``part_size`` at most, smaller (5 MiB at least) when they
+    would be fewer than the connections allowed once the first answer is in: 40 MiB
+    with 16 MiB parts is 3 parts at 2 connections, 8 parts of 5 MiB at 16."""
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 40 * MiB)
+    cfg = make_config(max_concurrency=connections, adaptive=False, part_size=16 * MiB)
+    async with TransferManager(cfg) as m:
+        up = await m.upload(src, bucket, "obj")
+    assert up.parts_total == parts
+    assert up.requests["upload_part"] == parts
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+
+
 async def test_upload_bytes_and_stream(tm: TransferManager, bucket: str, s3: Any) -> None:
     blob = os.urandom(3 * MiB)
     await tm.upload(blob, bucket, "bytes")

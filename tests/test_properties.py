@@ -18,7 +18,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from fastxfer import InvalidConfig, LocalFileError, TransferConfig, integrity
 from fastxfer.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, GiB, MiB
 from fastxfer.localpath import MAX_NAME_BYTES, key_path_problem, local_path_for_key, map_keys
-from fastxfer.planning import download_get_count, fit_part_size, range_size
+from fastxfer.planning import download_get_count, fit_part_size, range_size, upload_part_size
 
 # Hypothesis keeps a cache (.hypothesis/) in the working directory: not in the checkout.
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "fastxfer-hypothesis"))
@@ -245,6 +245,32 @@ def test_a_listing_maps_to_distinct_files_none_inside_another(
     assert not any(q.startswith(d) for q in paths for d in as_dirs)
     for key, path in mapped:
         assert path == local_path_for_key(ROOT, key, prefix)
+
+
+@given(size=sizes, cfg=configs(), share=st.floats(min_value=0.0, max_value=1.0))
+def test_upload_parts_fill_the_connections_within_part_size(
+    size: int, cfg: TransferConfig, share: float
+) -> None:
+    """upload_part_size: within S3's limits, never above what ``part_size`` alone
+    gives, and below it only as far as needed for as many parts as connections
+    (the smallest whole MiB that does), or at the 5 MiB floor."""
+    connections = max(1, round(cfg.max_concurrency * share))
+    part = upload_part_size(size, cfg, connections)
+    plain = fit_part_size(size, cfg.part_size)
+    parts = ceil_div(size, part)
+    assert MIN_PART_SIZE <= part <= plain
+    assert parts <= MAX_PARTS
+    if MIN_PART_SIZE < part < plain:
+        assert part % MiB == 0
+        assert parts <= connections < ceil_div(size, part - MiB)
+    if part == plain and size > 0:
+        # Not shrunk: part_size already makes as many parts as connections.
+        assert (
+            ceil_div(size, plain) >= connections
+            or plain == MIN_PART_SIZE
+            or (ceil_div(ceil_div(size, connections), MiB) * MiB >= plain)
+        )
+    assert upload_part_size(size, cfg) == upload_part_size(size, cfg, cfg.max_concurrency)
 
 
 @given(size=st.integers(0, 5 * GiB), workers=st.integers(1, 8))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fastxfer import TransferConfig, TransferManager
+from fastxfer import TransferConfig, TransferManager, integrity
 from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
@@ -202,6 +202,41 @@ async def test_a_source_changed_since_the_crash_starts_over(
         result = await tm.upload(src, bucket, "obj")
         assert await tm.list_multipart_uploads(bucket) == []  # the stale upload was aborted
     assert result.bytes_resumed == 0
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+    assert journal_rows(state) == 0
+
+
+async def test_a_resumed_upload_keeps_the_part_size_it_was_started_with(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """Part sizes follow the connections allowed when an upload starts, so a rerun
+    may plan other sizes than the interrupted run: the journal's size is kept
+    (the stored parts stay usable) instead of starting over."""
+    src = os.path.join(work_dir, "src")
+    stored = 6 * MiB
+    data = write_random(src, 8 * PART)
+    state = os.path.join(work_dir, "state.sqlite")
+    whole = integrity.to_b64(integrity.crc64nvme(data))
+    created = s3.create_multipart_upload(
+        Bucket=bucket, Key="obj", Metadata={integrity.METADATA_KEY: whole}
+    )
+    with StateDB.open(state) as db:
+        journal = UploadJournal(db, rclone_server.endpoint_url)
+        source = SourceId.of(src, os.stat(src))
+        row = journal.begin(bucket, "obj", source, created["UploadId"], stored, "client", whole)
+        for n in (1, 2, 3):
+            chunk = data[(n - 1) * stored : n * stored]
+            r = s3.upload_part(
+                Bucket=bucket, Key="obj", UploadId=created["UploadId"], PartNumber=n, Body=chunk
+            )
+            journal.part_done(row, PartRecord(n, stored, r["ETag"], integrity.crc64nvme(chunk)))
+    async with TransferManager(config(rclone_server, state)) as tm:
+        st = await tm.upload(src, bucket, "obj")
+        assert await tm.list_multipart_uploads(bucket) == []
+    assert st.requests.get("create_multipart_upload", 0) == 0
+    assert st.bytes_resumed == 3 * stored
+    assert st.parts_total == -(-len(data) // stored)
+    assert st.requests["upload_part"] == st.parts_total - 3
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
     assert journal_rows(state) == 0
 

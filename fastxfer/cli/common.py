@@ -129,7 +129,9 @@ def add_transfer_options(
     g = p.add_argument_group("transfer (defaults from FASTXFER_* variables, see README)")
     add_concurrency_option(g)
     g.add_argument(
-        "--part-size", default=None, help=f"multipart part size (default 16MiB; {SIZE_UNITS})"
+        "--part-size",
+        default=None,
+        help=f"largest multipart part (16MiB; smaller to keep connections busy; {SIZE_UNITS})",
     )
     g.add_argument(
         "--multipart-threshold",
