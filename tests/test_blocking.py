@@ -137,6 +137,40 @@ def test_failed_start_leaks_nothing(threads_unchanged: None) -> None:
         BlockingTransferManager(TransferConfig(profile="fastxfer-no-such-profile"))
 
 
+def test_failed_background_start_is_raised_by_every_call_and_leaks_nothing(
+    threads_unchanged: None,
+) -> None:
+    """start_in_background: the constructor returns at once; the start's error
+    comes from wait_started and from every call (not a "closed" RuntimeError),
+    and close ends the thread without raising it again."""
+    x = BlockingTransferManager(
+        TransferConfig(profile="fastxfer-no-such-profile"), start_in_background=True
+    )
+    with pytest.raises(FastxferError, match="fastxfer-no-such-profile") as first:
+        x.wait_started()
+    assert x.closed
+    with pytest.raises(FastxferError) as again:
+        x.upload(b"data", "bucket", "k")
+    assert again.value is first.value
+    x.close()
+    x.close()
+
+
+def test_background_start_serves_calls_made_before_it_is_done(
+    make_config: Callable[..., TransferConfig], bucket: str, threads_unchanged: None
+) -> None:
+    x = BlockingTransferManager(make_config(), start_in_background=True)
+    with x:
+        futures = [x.submit_upload(f"{i}".encode(), bucket, f"bg/{i}") for i in range(5)]
+        assert [f.result().bytes_done for f in futures] == [1] * 5
+        assert sorted(i.key for i in x.list(bucket, "bg/")) == [f"bg/{i}" for i in range(5)]
+    assert x.closed
+    # Closing one whose start is still under way waits for it, then closes it.
+    y = BlockingTransferManager(make_config(), start_in_background=True)
+    y.close()
+    assert y.closed
+
+
 def test_close_is_idempotent_and_final(
     make_config: Callable[..., TransferConfig], bucket: str, threads_unchanged: None
 ) -> None:

@@ -624,6 +624,24 @@ def test_missing_bucket_is_fatal_at_once(dup: Dup, source: str, work_dir: str) -
     assert time.monotonic() - started < 20  # not five retries 30 s apart
 
 
+def test_engine_that_cannot_start_is_fatal_at_once(dup: Dup, source: str, work_dir: str) -> None:
+    """The engine starts in the background while duplicity gets going; a start
+    that fails (a profile that does not exist) stops the first backend call for
+    good instead of being retried, and nothing is uploaded."""
+    common = ["--no-encryption", "--archive-dir", os.path.join(work_dir, "cache"), "--name", "p"]
+    env = dict(dup.env)
+    dup.env["AWS_PROFILE"] = "fastxfer-no-such-profile"
+    try:
+        started = time.monotonic()
+        r = dup.run("full", *common, source, dup.url, check=False, pause=False)
+    finally:
+        dup.env = env
+    assert r.returncode != 0
+    assert "fastxfer-no-such-profile" in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.monotonic() - started < 20  # not five retries 30 s apart
+
+
 # -- the realistic moto server: storage classes and thawing ---------------------------
 
 

@@ -220,12 +220,13 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         except InvalidConfig as exc:
             raise fatal(exc) from None
         self.volume_class = volume_storage_class(dup_config) or self.settings.transfer.storage_class
-        try:
-            self._xfer = BlockingTransferManager(
-                self.settings.transfer, thread_name="fastxfer-duplicity"
-            )
-        except FastxferError as exc:
-            raise fatal(exc, SCHEME) from exc
+        # Started in the background: duplicity waits ~0.2 s (on gpg) between making
+        # the backend and its first call, which is about what starting the engine
+        # costs (imports, the HTTP client).  _ready() turns a failed start into a
+        # FatalBackendException at the first call.
+        self._xfer = BlockingTransferManager(
+            self.settings.transfer, thread_name="fastxfer-duplicity", start_in_background=True
+        )
         self._spool_dir = SpoolDir(_spool_base)
         self.volumes = VolumeSpool(
             self._xfer,
@@ -256,6 +257,13 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
     def _key(self, name: str) -> str:
         return self.prefix + name
 
+    def _ready(self) -> None:
+        """Wait for the engine's start; a failed start is fatal (a retry cannot fix it)."""
+        try:
+            self._xfer.wait_started()
+        except FastxferError as exc:
+            raise fatal(exc, SCHEME) from exc
+
     def _raise(self, exc: FastxferError, what: str = "") -> NoReturn:
         """Fatal errors as FatalBackendException; others as they are (duplicity retries them)."""
         if isinstance(exc, _FATAL):
@@ -268,6 +276,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
     # -- uploads ---------------------------------------------------------------
 
     def _put(self, source_path: Any, remote_filename: bytes) -> None:
+        self._ready()
         name = os.fsdecode(remote_filename)
         source = os.fsdecode(source_path.name)
         if volume_number(remote_filename) is not None:
@@ -348,6 +357,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
     # -- listing, queries, deletes -------------------------------------------------
 
     def _list(self) -> list[bytes]:
+        self._ready()
         try:
             infos = self._xfer.list(self.bucket, self.prefix)
         except FastxferError as exc:
@@ -364,6 +374,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         return self._query_list([remote_filename])[remote_filename]
 
     def _query_list(self, filename_list: Sequence[bytes]) -> dict[bytes, dict[str, int]]:
+        self._ready()
         result: dict[bytes, dict[str, int]] = {}
         todo: list[bytes] = []
         for fn in filename_list:
@@ -400,6 +411,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         self._delete_list([filename])
 
     def _delete_list(self, filename_list: Sequence[bytes]) -> None:
+        self._ready()
         keys = [self._key(os.fsdecode(fn)) for fn in filename_list]
         try:
             failures = self._xfer.delete_many(self.bucket, keys)
@@ -419,6 +431,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
     def pre_process_download_batch(self, remote_filenames: Sequence[bytes]) -> None:
         """Everything duplicity will read next: thaw the archived ones in one job, and
         start downloading them in read order."""
+        self._ready()
         names = [os.fsdecode(n) for n in remote_filenames]
         candidates = [n for n in dict.fromkeys(names) if self._maybe_cold(n)]
         if candidates:
@@ -483,6 +496,7 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         return job
 
     def _get(self, remote_filename: bytes, local_path: Any) -> None:
+        self._ready()
         name = os.fsdecode(remote_filename)
         dest = os.fsdecode(local_path.name)
         ahead = self.prefetch.take(name)
