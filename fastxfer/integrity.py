@@ -108,6 +108,14 @@ def spans(size: int, workers: int) -> list[tuple[int, int]]:
     return [(start, min(step, size - start)) for start in range(0, size, step)]
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return len(affinity(0))
+    return os.cpu_count() or 1
+
+
 async def file_crc64nvme_parallel(
     path: str | os.PathLike[str], workers: int | None = None
 ) -> tuple[int, int]:
@@ -119,7 +127,7 @@ async def file_crc64nvme_parallel(
     The pieces' CRCs are combined in file order.
     """
     if workers is None:
-        workers = min(4, len(os.sched_getaffinity(0)))
+        workers = min(4, _usable_cpus())
     loop = asyncio.get_running_loop()
     size = os.stat(path).st_size
     pieces = spans(size, workers)
