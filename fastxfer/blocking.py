@@ -123,7 +123,8 @@ class BlockingTransferManager:
     With ``start_in_background=True`` it returns at once and the manager starts
     in its thread (imports, the HTTP client: ~0.2 s of CPU) while the caller
     gets on with its own work; the first call waits for it, and every call
-    raises what starting raised (:meth:`wait_started` asks directly).
+    raises what starting raised (:meth:`wait_started` asks directly; ``close``
+    does not raise it again).
     """
 
     def __init__(

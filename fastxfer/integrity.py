@@ -97,8 +97,8 @@ def spans(size: int, workers: int) -> list[tuple[int, int]]:
     """(start, length) pieces of a file of ``size`` bytes for ``workers`` threads.
 
     Each piece but the last is a whole number of 32 MiB windows (so every
-    start is page-aligned for mmap) and at least 64 MiB; a smaller file is one
-    piece.
+    start is page-aligned for mmap) and at least 64 MiB; a file under 128 MiB
+    is one piece.
     """
     if size <= 0:
         return [(0, 0)]

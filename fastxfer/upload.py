@@ -264,12 +264,10 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
         await _multipart(session, job, reader, None, 0, part_size, metadata, extra, mode, tracker)
         return
 
-    # Read the first part: it decides between one PUT and multipart (the size
-    # of a stream is not known in advance).
-    first_len = min(part_size, size) if size is not None else part_size
-    single = size is not None and size < cfg.multipart_threshold
-    if single:
-        first_len = size or 0
+    # Below the threshold (a known size) one PUT; a stream of unknown size:
+    # read its first part, which decides between one PUT and multipart.
+    single = size is not None
+    first_len = size if size is not None else part_size
     buf = await pool.get(max(first_len, 1))
     try:
         n = await reader.readinto(memoryview(buf)[:first_len])
@@ -363,13 +361,14 @@ async def _multipart(
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
         create_kw["ChecksumType"] = "FULL_OBJECT"
     journal = session.journal if isinstance(reader, _FileReader) else None
+    created_id: str | None = None  # created here, not yet handed to _parts_and_complete
     try:
         resume = None
         if journal is not None and isinstance(reader, _FileReader):
             resume = await _resumable(session, job, reader, journal, mode, metadata, tracker)
         if resume is None:
             created = await _create(session, job, metadata, create_kw, tracker)
-            upload_id = str(created["UploadId"])
+            upload_id = created_id = str(created["UploadId"])
             done: dict[int, PartRecord] = {}
             row = None
             if first_buf is None and reader.size is not None:
@@ -390,6 +389,17 @@ async def _multipart(
     except BaseException:
         if first_buf is not None:
             pool.put(first_buf)
+        if created_id is not None:
+            # Created, then failed before any part (the journal could not be
+            # written): give back the open-uploads slot and leave nothing behind.
+            session.uploads.release()
+            await session.abort_multipart(
+                job.bucket,
+                job.key,
+                created_id,
+                what="the multipart upload of",
+                counts=tracker.requests,
+            )
         raise
     if reader.size is not None:
         tracker.parts_total = max(1, -(-reader.size // part_size))
@@ -456,14 +466,25 @@ async def _resumable(
     where = f"s3://{job.bucket}/{job.key}"
     same = (
         entry.source == reader.identity()
-        and reader.size is not None
-        and entry.part_size <= session.memory.limit
-        and fit_part_size(reader.size, entry.part_size) == entry.part_size
         and entry.checksum_mode == mode
         and entry.whole_crc == metadata.get(integrity.METADATA_KEY)
     )
-    if not same:
-        log.warning("%s: the source changed since the interrupted upload; starting over", where)
+    usable = (
+        reader.size is not None
+        and entry.part_size <= session.memory.limit
+        and fit_part_size(reader.size, entry.part_size) == entry.part_size
+    )
+    if not (same and usable):
+        if same:
+            log.warning(
+                "%s: the interrupted upload's parts of %d bytes do not fit the memory "
+                "limit %d (raise --memory-limit to resume it); starting over",
+                where,
+                entry.part_size,
+                session.memory.limit,
+            )
+        else:
+            log.warning("%s: the source changed since the interrupted upload; starting over", where)
         await session.abort_multipart(
             job.bucket,
             job.key,

@@ -624,22 +624,35 @@ def test_missing_bucket_is_fatal_at_once(dup: Dup, source: str, work_dir: str) -
     assert time.monotonic() - started < 20  # not five retries 30 s apart
 
 
-def test_engine_that_cannot_start_is_fatal_at_once(dup: Dup, source: str, work_dir: str) -> None:
+@pytest.mark.parametrize("cause", ["no-such-profile", "malformed-aws-config"])
+def test_engine_that_cannot_start_is_fatal_at_once(
+    dup: Dup, source: str, work_dir: str, s3: Any, cause: str
+) -> None:
     """The engine starts in the background while duplicity gets going; a start
-    that fails (a profile that does not exist) stops the first backend call for
-    good instead of being retried, and nothing is uploaded."""
+    that fails (a profile that does not exist: fastxfer's error; a malformed AWS
+    config file: botocore's own) stops the first backend call for good instead
+    of being retried, and nothing is uploaded."""
     common = ["--no-encryption", "--archive-dir", os.path.join(work_dir, "cache"), "--name", "p"]
     env = dict(dup.env)
-    dup.env["AWS_PROFILE"] = "fastxfer-no-such-profile"
+    if cause == "no-such-profile":
+        dup.env["AWS_PROFILE"] = "fastxfer-no-such-profile"
+        named = "fastxfer-no-such-profile"
+    else:
+        bad = os.path.join(work_dir, "aws-config")
+        with open(bad, "w") as f:
+            f.write("[default\nregion = us-east-1\n")
+        dup.env["AWS_CONFIG_FILE"] = bad
+        named = bad
     try:
         started = time.monotonic()
         r = dup.run("full", *common, source, dup.url, check=False, pause=False)
     finally:
         dup.env = env
     assert r.returncode != 0
-    assert "fastxfer-no-such-profile" in r.stdout + r.stderr
+    assert named in r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     assert time.monotonic() - started < 20  # not five retries 30 s apart
+    assert keys(s3, dup.bucket) == {}
 
 
 # -- the realistic moto server: storage classes and thawing ---------------------------

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fastxfer import TransferConfig, TransferManager, integrity
+from fastxfer import TransferConfig, TransferFailed, TransferManager, integrity
 from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MiB
 from fastxfer.localserver import LocalS3Server
@@ -239,6 +240,32 @@ async def test_a_resumed_upload_keeps_the_part_size_it_was_started_with(
     assert st.requests["upload_part"] == st.parts_total - 3
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
     assert journal_rows(state) == 0
+
+
+async def test_a_journal_that_cannot_be_written_leaves_no_upload_behind(
+    rclone_server: LocalS3Server,
+    bucket: str,
+    work_dir: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The upload is created, then the journal fails (a full disk, a locked state
+    file): the error reaches the caller, the created upload is aborted, and the
+    open-uploads slot is given back (the next upload goes through)."""
+    src = os.path.join(work_dir, "src")
+    data = write_random(src, 3 * PART)
+    state = os.path.join(work_dir, "state.sqlite")
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with TransferManager(config(rclone_server, state, max_active_transfers=1)) as tm:
+        with monkeypatch.context() as m:
+            m.setattr(UploadJournal, "begin", broken)
+            with pytest.raises(TransferFailed, match="database or disk is full"):
+                await tm.upload(src, bucket, "obj")
+        assert await tm.list_multipart_uploads(bucket) == []
+        st = await asyncio.wait_for(tm.upload(src, bucket, "obj"), timeout=60)
+    assert st.bytes_done == len(data)
 
 
 async def test_an_upload_the_server_lost_mid_way_starts_again_once(

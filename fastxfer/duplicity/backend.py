@@ -258,10 +258,14 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         return self.prefix + name
 
     def _ready(self) -> None:
-        """Wait for the engine's start; a failed start is fatal (a retry cannot fix it)."""
+        """Wait for the engine's start; a failed start is fatal (a retry cannot fix it).
+
+        Any exception, not only fastxfer's: botocore's own (a malformed AWS config
+        file: ConfigParseError) would otherwise be retried by duplicity, 30 s apart.
+        """
         try:
             self._xfer.wait_started()
-        except FastxferError as exc:
+        except Exception as exc:
             raise fatal(exc, SCHEME) from exc
 
     def _raise(self, exc: FastxferError, what: str = "") -> NoReturn:
