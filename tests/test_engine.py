@@ -102,11 +102,20 @@ async def test_upload_parts_are_sized_to_keep_the_connections_busy(
     src = os.path.join(work_dir, "src")
     data = write_random(src, 40 * MiB)
     cfg = make_config(max_concurrency=connections, adaptive=False, part_size=16 * MiB)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 3 * MiB + 7):
+            yield data[i : i + 3 * MiB + 7]
+
     async with TransferManager(cfg) as m:
         up = await m.upload(src, bucket, "obj")
-    assert up.parts_total == parts
-    assert up.requests["upload_part"] == parts
+        # A stream whose size is declared is planned the same way.
+        streamed = await m.upload(stream(), bucket, "streamed", size=len(data))
+    for result in (up, streamed):
+        assert result.parts_total == parts
+        assert result.requests["upload_part"] == parts
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
+    assert s3.get_object(Bucket=bucket, Key="streamed")["Body"].read() == data
 
 
 async def test_upload_bytes_and_stream(tm: TransferManager, bucket: str, s3: Any) -> None:

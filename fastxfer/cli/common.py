@@ -131,7 +131,10 @@ def add_transfer_options(
     g.add_argument(
         "--part-size",
         default=None,
-        help=f"largest multipart part (16MiB; smaller to keep connections busy; {SIZE_UNITS})",
+        help=(
+            "multipart part size (16MiB; smaller to keep connections busy, "
+            f"larger past 10,000 parts; {SIZE_UNITS})"
+        ),
     )
     g.add_argument(
         "--multipart-threshold",
