@@ -216,17 +216,23 @@ class BlockingTransferManager:
 
         Returns at once for a manager constructed without ``start_in_background``.
         """
+        failed = self._start_failure()
+        if failed is not None:
+            raise failed
+
+    def _start_failure(self) -> BaseException | None:
+        """Wait for the start; what it raised, if anything (then the manager is closed).
+
+        A failed start leaves nothing running: the thread is ending on its own.
+        """
         started = self._started
-        if started.done() and started.exception() is None:
-            return
-        try:
-            started.result()
-        except BaseException:
-            if started.done() and started.exception() is not None:
-                # The start failed and the thread is ending on its own.
-                self._thread.join()
-                self._state = "closed"
-            raise
+        if not started.done():
+            concurrent.futures.wait([started])
+        failed = started.exception()
+        if failed is not None:
+            self._thread.join()
+            self._state = "closed"
+        return failed
 
     # -- submitting work -------------------------------------------------------
 
@@ -476,13 +482,8 @@ class BlockingTransferManager:
         closing the engine raised, if anything did.
         """
         self._check_caller()
-        started = self._started
-        concurrent.futures.wait([started])  # a start in the background may be under way
-        if started.exception() is not None:
-            # Nothing ever ran (every call raised the start's error): the thread ends alone.
-            self._thread.join()
-            self._state = "closed"
-            return
+        if self._start_failure() is not None:
+            return  # nothing ever ran: every call raised the start's error
         with self._lock:
             first = self._state == "running"
             if first:

@@ -45,11 +45,15 @@ def upload_part_size(size: int, cfg: TransferConfig, connections: int | None = N
     160 MiB file went in 10 parts of 16 MiB, 10 connections busy.  On a short
     path the count is 8 and only files under 8 parts (128 MiB) are affected.
     """
-    count = cfg.max_concurrency if connections is None else min(connections, cfg.max_concurrency)
-    per_connection = -(-size // max(1, count))
-    part = min(cfg.part_size, -(-per_connection // MiB) * MiB)
     # fit_part_size keeps it at 5 MiB at least (and 10,000 parts at most).
-    return fit_part_size(size, part)
+    return fit_part_size(size, min(cfg.part_size, _per_connection(size, cfg, connections)))
+
+
+def _per_connection(size: int, cfg: TransferConfig, connections: int | None) -> int:
+    """``size`` split over the requests allowed in flight, rounded up to a whole MiB."""
+    count = cfg.max_concurrency if connections is None else min(connections, cfg.max_concurrency)
+    share = -(-size // max(1, count))
+    return -(-share // MiB) * MiB
 
 
 MAX_AUTO_RANGE = 64 * 1024 * 1024
@@ -74,10 +78,8 @@ def range_size(size: int, cfg: TransferConfig, connections: int | None = None) -
     """
     if cfg.download_part_size:
         return fit_part_size(size, cfg.download_part_size)
-    count = cfg.max_concurrency if connections is None else min(connections, cfg.max_concurrency)
-    per_connection = -(-size // max(1, count))
     # fit_part_size keeps it at 5 MiB at least (and 10,000 ranges at most).
-    return fit_part_size(size, min(MAX_AUTO_RANGE, -(-per_connection // MiB) * MiB))
+    return fit_part_size(size, min(MAX_AUTO_RANGE, _per_connection(size, cfg, connections)))
 
 
 def download_get_count(size: int, cfg: TransferConfig, connections: int | None = None) -> int:

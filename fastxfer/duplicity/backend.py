@@ -220,10 +220,10 @@ class FastxferS3Backend(duplicity.backend.Backend):  # type: ignore[misc]
         except InvalidConfig as exc:
             raise fatal(exc) from None
         self.volume_class = volume_storage_class(dup_config) or self.settings.transfer.storage_class
-        # Started in the background: duplicity waits ~0.2 s (on gpg) between making
-        # the backend and its first call, which is about what starting the engine
-        # costs (imports, the HTTP client).  _ready() turns a failed start into a
-        # FatalBackendException at the first call.
+        # Started in the background: some commands wait between making the backend
+        # and its first call (collection-status: ~0.2 s, about what starting the
+        # engine costs: imports, the HTTP client).  _ready() turns a failed start
+        # into a FatalBackendException at the first call.
         self._xfer = BlockingTransferManager(
             self.settings.transfer, thread_name="fastxfer-duplicity", start_in_background=True
         )
