@@ -24,6 +24,7 @@ from fastxfer.budget import Priority
 from fastxfer.errors import first_error
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import copy_part_size
+from fastxfer.shielded import start_owning
 
 if TYPE_CHECKING:
     from fastxfer.session import Session
@@ -181,7 +182,7 @@ async def _copy_multipart(
                     # The slot before the task: a 10,000-part copy does not
                     # create 10,000 waiting tasks.
                     await session.connections.acquire(Priority.DATA)
-                    tg.create_task(copy_part(number))
+                    start_owning(tg, copy_part(number), session.connections.release)
             r = await session.request(
                 "complete_multipart_upload",
                 bucket=job.bucket,

@@ -30,6 +30,7 @@ from fastxfer.errors import (
 from fastxfer.objectinfo import ObjectInfo
 from fastxfer.planning import range_size, retry_budget
 from fastxfer.session import transport_errors
+from fastxfer.shielded import start_owning
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -378,7 +379,7 @@ async def _fetch_all(
                 # Take the slot before creating the task so a huge object does
                 # not create thousands of waiting tasks.
                 await session.connections.acquire(Priority.DATA)
-                tg.create_task(fetch(i))
+                start_owning(tg, fetch(i), session.connections.release)
     except BaseExceptionGroup as eg:
         raise first_error(eg) from eg
 

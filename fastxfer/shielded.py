@@ -1,10 +1,10 @@
-"""Cleanup that survives cancellation, with a time bound."""
+"""Cleanup that survives cancellation: with a time bound, and for tasks that never ran."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("fastxfer")
@@ -62,3 +62,36 @@ async def run_cleanup(
         if current is not None and current.cancelling():
             raise asyncio.CancelledError
     return ok
+
+
+def start_owning(
+    tg: asyncio.TaskGroup,
+    coro: Coroutine[Any, Any, None],
+    release: Callable[[], None],
+) -> asyncio.Task[None]:
+    """``tg.create_task(coro)`` for a coroutine that owns what was taken for it
+    before it was made (a connection slot, a part buffer) and gives it back in
+    a ``finally`` of its own.
+
+    A task cancelled before its first step never runs its coroutine, so that
+    ``finally`` never runs: when a TaskGroup aborts (one part failed), the
+    parts created but not yet started kept their slots and buffers, and a
+    long-lived manager (the duplicity backend's) had that many fewer for the
+    rest of its life.  Here ``release`` runs instead, exactly when ``coro``
+    never started; ``coro`` must enter its ``try`` before its first ``await``.
+    """
+    started = False
+
+    async def run() -> None:
+        nonlocal started
+        started = True
+        await coro
+
+    def done(_: asyncio.Task[None]) -> None:
+        if not started:
+            coro.close()  # never awaited: closed without running a line
+            release()
+
+    task = tg.create_task(run())
+    task.add_done_callback(done)
+    return task

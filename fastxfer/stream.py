@@ -23,6 +23,7 @@ from fastxfer.budget import Buffer, Priority
 from fastxfer.errors import IntegrityError, first_error, translate
 from fastxfer.planning import retry_budget
 from fastxfer.session import transport_errors
+from fastxfer.shielded import start_owning
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -68,8 +69,9 @@ async def run_stream(
         start = index * part
         end = min(size, start + part)
         pos, attempt = start, 0
-        conn = bw.new_connection_bucket() if bw is not None else None
+        filled = False
         try:
+            conn = bw.new_connection_bucket() if bw is not None else None
             while pos < end:
                 try:
                     kw: dict[str, Any] = {"Range": f"bytes={pos}-{end - 1}"}
@@ -98,9 +100,19 @@ async def run_stream(
                         raise translate(exc, bucket=bucket, key=key, op="download") from exc
                     tracker.retries += 1
                     await session.sleep(min(0.2 * 2**attempt, 5.0))
+            filled = True
         finally:
             session.connections.release()
+            if not filled:
+                pool.put(buf)  # failed or cancelled: the writer will never take it
         slot(index).set_result((buf, end - start))
+
+    def give_back(buf: Buffer) -> Callable[[], None]:
+        def give() -> None:
+            session.connections.release()
+            pool.put(buf)
+
+        return give
 
     async def drain() -> None:
         nonlocal crc
@@ -129,9 +141,14 @@ async def run_stream(
                 except BaseException:
                     pool.put(buf)
                     raise
-                tg.create_task(fetch(index, buf))
+                start_owning(tg, fetch(index, buf), give_back(buf))
     except BaseExceptionGroup as eg:
         raise first_error(eg) from eg
+    finally:
+        # Ranges fetched but never written (the writer or another range failed).
+        for fut in ready.values():
+            if fut.done() and not fut.cancelled():
+                pool.put(fut.result()[0])
     _check(info.whole_crc64nvme, crc, bucket, key, cfg.effective_checksum)
     tracker.checksum = integrity.to_b64(crc)
     tracker.verified = "client" if info.whole_crc64nvme is not None else "size"

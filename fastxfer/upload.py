@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import stat
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from fastxfer.journal import PartRecord, SourceId, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.objectinfo import MTIME_KEY, format_mtime
 from fastxfer.planning import fit_part_size, upload_part_size
+from fastxfer.shielded import start_owning
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -691,7 +692,7 @@ async def _parts_and_complete(
                     resumed(number, n)
                 else:
                     done.pop(number, None)
-                    tg.create_task(send(number, buf, n, held))
+                    start_owning(tg, send(number, buf, n, held), _giver(session, buf, held))
                 if n < part_size or (reader.size is not None and total >= reader.size):
                     break
         if reader.size is not None and total != reader.size:
@@ -749,6 +750,17 @@ async def _parts_and_complete(
         tracker.checksum = metadata[integrity.METADATA_KEY]
     tracker.verified = _verified(session, mode)
     tracker.progress(0, flush=True)
+
+
+def _giver(session: Session, buf: Buffer, held: bool) -> Callable[[], None]:
+    """What a part's send gives back when it ends: its buffer, and its slot if it held one."""
+
+    def give() -> None:
+        session.buffers.put(buf)
+        if held:
+            session.connections.release()
+
+    return give
 
 
 def _verified(session: Session, mode: str) -> str | None:

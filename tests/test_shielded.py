@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from fastxfer.shielded import run_cleanup
+from fastxfer.shielded import run_cleanup, start_owning
 
 
 async def test_a_failed_cleanup_says_what_stays_behind(caplog: pytest.LogCaptureFixture) -> None:
@@ -57,3 +57,56 @@ async def test_a_timeout_and_an_interruption_are_told_apart(
         cleanup.cancel()
         assert await waiter is False
     assert caplog.messages == ["aborting Z was interrupted"]
+
+
+async def test_a_task_cancelled_before_it_ran_gives_back_what_it_owned() -> None:
+    """A TaskGroup that aborts cancels the tasks not yet started: their own
+    ``finally`` never runs, so start_owning's release must (only for those)."""
+    released: list[str] = []
+
+    async def part(name: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            released.append(name)
+
+    with pytest.raises(ExceptionGroup):
+        async with asyncio.TaskGroup() as tg:
+            for i in range(3):
+                start_owning(tg, part(f"p{i}"), lambda i=i: released.append(f"r{i}"))
+            # The dispatching side fails (or is interrupted) in the same step:
+            # none of the three has run a line.
+            raise RuntimeError("dispatch failed")
+    assert sorted(released) == ["r0", "r1", "r2"]
+
+
+async def test_a_task_that_ran_is_not_released_twice() -> None:
+    released: list[str] = []
+
+    async def part(name: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            released.append(name)
+
+    with pytest.raises(ExceptionGroup):
+        async with asyncio.TaskGroup() as tg:
+            for i in range(3):
+                start_owning(tg, part(f"p{i}"), lambda i=i: released.append(f"r{i}"))
+            await asyncio.sleep(0.01)  # they all start
+            raise RuntimeError("dispatch failed")
+    assert sorted(released) == ["p0", "p1", "p2"]
+
+
+async def test_a_started_task_releases_in_its_own_finally_only() -> None:
+    released: list[str] = []
+
+    async def part() -> None:
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            released.append("own")
+
+    async with asyncio.TaskGroup() as tg:
+        start_owning(tg, part(), lambda: released.append("helper"))
+    assert released == ["own"]
