@@ -336,6 +336,14 @@ async def _fetch_all(
     retryable: tuple[type[BaseException], ...] = (_Resumable, *_stream_errors())
 
     budget = retry_budget(cfg.max_attempts, count)
+    # On a short path the tuner lets fewer ranges run at once than the count
+    # allows (fastxfer/tuning.py): a stream before a connection.
+    streams = session.streams if count > 1 else None
+
+    def release() -> None:
+        session.connections.release()
+        if streams is not None:
+            streams.release()
 
     async def fetch(index: int) -> None:
         try:
@@ -371,15 +379,22 @@ async def _fetch_all(
             crcs[index] = crc
             tracker.parts_done += 1
         finally:
-            session.connections.release()
+            release()
 
     try:
         async with asyncio.TaskGroup() as tg:
             for i in range(count):
-                # Take the slot before creating the task so a huge object does
+                # Take the slots before creating the task so a huge object does
                 # not create thousands of waiting tasks.
-                await session.connections.acquire(Priority.DATA)
-                start_owning(tg, fetch(i), session.connections.release)
+                if streams is not None:
+                    await streams.acquire(Priority.DATA)
+                try:
+                    await session.connections.acquire(Priority.DATA)
+                except BaseException:
+                    if streams is not None:
+                        streams.release()
+                    raise
+                start_owning(tg, fetch(i), release)
     except BaseExceptionGroup as eg:
         raise first_error(eg) from eg
 

@@ -33,7 +33,13 @@ from typing import Any, Final, Self
 
 from fastxfer import listing
 from fastxfer.bandwidth import BandwidthLimiter
-from fastxfer.budget import BufferPool, ConnectionBudget, MemoryBudget, Priority
+from fastxfer.budget import (
+    AdjustableSemaphore,
+    BufferPool,
+    ConnectionBudget,
+    MemoryBudget,
+    Priority,
+)
 from fastxfer.clock import Clock
 from fastxfer.config import TransferConfig
 from fastxfer.errors import (
@@ -54,6 +60,9 @@ from fastxfer.state import StateDB
 from fastxfer.tuning import ConcurrencyTuner
 
 log = logging.getLogger("fastxfer")
+
+_UNCAPPED = 1 << 30
+"""A stream cap that never binds (the downloads started under a cap keep it)."""
 
 TUNE_TICK = 0.2
 """Seconds between two looks of the concurrency tuner at the connection budget."""
@@ -161,6 +170,7 @@ class Session:
         self._bandwidth: BandwidthLimiter | None = None
         self.tuner: ConcurrencyTuner | None = None
         """Tunes the requests in flight from goodput (None when ``autotune`` is off)."""
+        self._streams: AdjustableSemaphore | None = None
         self.queued_transfers: Callable[[], int] = lambda: 0
         """Transfers waiting to start (the manager's queue): demand beyond the slots."""
         self._journal: UploadJournal | None = None
@@ -291,16 +301,33 @@ class Session:
 
         async def run() -> None:
             connections, pacer = self.connections, self.pacer
+            # This task runs on the loop's thread: its CPU time is the loop's.
+            cpu, wall = time.thread_time(), time.monotonic()
             while True:
                 await asyncio.sleep(TUNE_TICK)
+                now, now_cpu = time.monotonic(), time.thread_time()
+                busy = (now_cpu - cpu) / max(now - wall, 1e-9)
+                cpu, wall = now_cpu, now
                 new = tuner.tick(
-                    time.monotonic(),
+                    now,
                     in_use=connections.in_use,
                     waiting=connections.waiting + self.queued_transfers(),
                 )
                 if new is not None:
                     log.debug("tuned requests in flight: %d (%s)", new, tuner.phase)
                     pacer.set_tuned(new)
+                streams = self._streams
+                if streams is not None and tuner.tick_streams(busy, waiting=streams.waiting):
+                    if tuner.streams is None:
+                        # Lifted: the downloads under way stop waiting for a
+                        # stream (they wait for connections, where the tuner
+                        # sees the demand); later ones take none.
+                        log.debug("ranged downloads: no cap (loop busy %.2f)", busy)
+                        streams.set_limit(_UNCAPPED)
+                        self._streams = None
+                    else:
+                        log.debug("ranged downloads in flight: %d", tuner.streams)
+                        streams.set_limit(tuner.streams)
 
         task = asyncio.create_task(run(), name="fastxfer-tuner")
         try:
@@ -346,6 +373,9 @@ class Session:
         if new is not None:
             log.debug("long path (%.1f ms): %d requests in flight", seconds * 1e3, new)
             self.pacer.set_tuned(new)
+        if tuner.streams is not None and self._streams is None:
+            log.debug("short path: %d ranged downloads in flight", tuner.streams)
+            self._streams = AdjustableSemaphore(tuner.streams)
 
     async def __aexit__(
         self,
@@ -487,6 +517,13 @@ class Session:
         """Slots for open multipart uploads (lowered when the server throttles creation)."""
         budget: ConnectionBudget = self._need(self._uploads)
         return budget
+
+    @property
+    def streams(self) -> AdjustableSemaphore | None:
+        """The cap on ranged downloads in flight (a stream is taken before a
+        connection), while the tuner has one: on a short path, until the loop
+        shows room for more (fastxfer/tuning.py).  None: no cap."""
+        return self._streams
 
     @property
     def bandwidth(self) -> BandwidthLimiter | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -70,13 +71,16 @@ async def test_a_task_cancelled_before_it_ran_gives_back_what_it_owned() -> None
         finally:
             released.append(name)
 
-    with pytest.raises(ExceptionGroup):
+    async def dispatch() -> None:
         async with asyncio.TaskGroup() as tg:
             for i in range(3):
-                start_owning(tg, part(f"p{i}"), lambda i=i: released.append(f"r{i}"))
+                start_owning(tg, part(f"p{i}"), functools.partial(released.append, f"r{i}"))
             # The dispatching side fails (or is interrupted) in the same step:
             # none of the three has run a line.
             raise RuntimeError("dispatch failed")
+
+    with pytest.raises(ExceptionGroup):
+        await dispatch()
     assert sorted(released) == ["r0", "r1", "r2"]
 
 
@@ -89,12 +93,15 @@ async def test_a_task_that_ran_is_not_released_twice() -> None:
         finally:
             released.append(name)
 
-    with pytest.raises(ExceptionGroup):
+    async def dispatch() -> None:
         async with asyncio.TaskGroup() as tg:
             for i in range(3):
-                start_owning(tg, part(f"p{i}"), lambda i=i: released.append(f"r{i}"))
+                start_owning(tg, part(f"p{i}"), functools.partial(released.append, f"r{i}"))
             await asyncio.sleep(0.01)  # they all start
             raise RuntimeError("dispatch failed")
+
+    with pytest.raises(ExceptionGroup):
+        await dispatch()
     assert sorted(released) == ["p0", "p1", "p2"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastxfer import TransferConfig, TransferManager
 from fastxfer.limits import MiB
 from fastxfer.progress import ProgressEvent
-from fastxfer.tuning import ConcurrencyTuner
+from fastxfer.tuning import SHORT_STREAMS, ConcurrencyTuner
 
 TICK = 0.2
 
@@ -204,3 +204,69 @@ async def test_a_loopback_server_keeps_eight(
     assert stats.tuner.latency is not None
     assert stats.tuner.latency < 0.060  # the first answer, with the first connection
     assert stats.connections_limit == stats.tuner.limit == 8
+
+
+def test_a_short_path_caps_ranged_downloads_and_lifts_the_cap_when_the_loop_idles() -> None:
+    near = ConcurrencyTuner(64)
+    assert near.stats().streams is None  # no cap before the path is known
+    near.observe_latency(0.002, alone=True)
+    assert (near.limit, near.streams) == (8, SHORT_STREAMS)
+    # The loop busy reading: more streams would only add work.  Nothing waiting: no change.
+    assert not near.tick_streams(0.9, waiting=3)
+    assert not near.tick_streams(0.1, waiting=0)
+    assert near.streams == SHORT_STREAMS
+    # A near server that caps each stream: the loop idles while ranges wait.
+    # Doubling 4 reaches the count (8): the cap is lifted, the count governs.
+    assert near.tick_streams(0.2, waiting=3)
+    assert near.stats().streams is None
+    assert not near.tick_streams(0.0, waiting=3)  # lifted for good
+    wide = ConcurrencyTuner(64, short_start=32)
+    wide.observe_latency(0.002, alone=True)
+    steps = []
+    while wide.tick_streams(0.1, waiting=1):
+        steps.append(wide.streams)
+    assert steps == [8, 16, None]
+    far = ConcurrencyTuner(64)
+    assert far.observe_latency(0.100, alone=True) == 64
+    assert far.streams is None  # a long path needs every stream
+    small = ConcurrencyTuner(4)
+    small.observe_latency(0.002, alone=True)
+    assert small.streams is None  # the count is no more than the cap
+
+
+async def test_a_large_download_on_loopback_takes_few_streams(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    """rclone on loopback: the path is short and the loop is the limit, so a 1-object
+    download runs SHORT_STREAMS ranges at once, not the 8 the count allows."""
+    data = os.urandom(96 * MiB)
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    s3.head_object(Bucket=bucket, Key="big")  # rclone computes the ETag on first read
+    cfg = make_config(download_part_size=8 * MiB)  # 12 ranges
+    dest = os.path.join(work_dir, "big")
+    async with TransferManager(cfg) as tm:
+        r = await tm.download(bucket, "big", dest)
+        stats = tm.stats()
+    with open(dest, "rb") as f:
+        assert f.read() == data
+    assert r.parts_total == 12
+    assert stats.tuner is not None
+    assert stats.tuner.streams == SHORT_STREAMS
+    assert stats.connections_limit == 8
+    # The HEAD, then at most SHORT_STREAMS ranges at a time.
+    assert stats.connections_peak == SHORT_STREAMS
+    assert stats.connections_in_use == 0
+
+
+async def test_a_pinned_count_is_not_capped(
+    make_config: Callable[..., TransferConfig], bucket: str, work_dir: str, s3: Any
+) -> None:
+    data = os.urandom(48 * MiB)
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    s3.head_object(Bucket=bucket, Key="big")
+    cfg = make_config(max_concurrency=8, autotune=False, download_part_size=5 * MiB)
+    async with TransferManager(cfg) as tm:
+        await tm.download(bucket, "big", os.path.join(work_dir, "big"))
+        stats = tm.stats()
+        assert tm.session.streams is None
+    assert stats.connections_peak == 8  # --concurrency 8 means 8
