@@ -20,9 +20,10 @@ On a short path large downloads also take fewer streams than the count
 allows (:attr:`ConcurrencyTuner.streams`, ``SHORT_STREAMS`` to start with):
 there one stream carries a ranged GET as fast as the machine can take it in,
 and the event loop that reads every stream is the limit, so each stream past
-a few only adds work on both sides (1 GiB from rclone on loopback, 4
-interleaved rounds: 877 MB/s with 1 range in flight, 1,017 with 2, 1,068
-with 3, 990 with 4, 905 with 8; client 0.9-1.1 CPU-s/GiB, least at 2-4).  A
+a few only adds work on both sides (1 GiB from rclone on loopback, medians
+of interleaved rounds: 1 range in flight 877 MB/s, 2: 1,017, 3: 1,068, 4:
+990, 8: 905; then with this cap, 2: 1,122, 3: 1,094, 4: 1,074; then 2: 1,164
+vs 4: 1,124 over 6 rounds, client 0.86 vs 0.90 CPU-s/GiB).  A
 path that is short but slow per connection (a server nearby that caps each
 stream) leaves the loop idle: while ranges wait for a stream and the loop was
 busy less than ``STREAMS_BUSY`` of the last interval, the cap doubles, and once
@@ -59,7 +60,7 @@ FIRST_SHORT_PATH = 0.060
 """The same for the session's first answer, which also pays for opening the first
 connection and the HTTP client's first use (~30 ms here on loopback)."""
 
-SHORT_STREAMS = 4
+SHORT_STREAMS = 2
 """Ranged downloads in flight at once on a short path, to start with (module docstring)."""
 
 STREAMS_BUSY = 0.6
