@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import email.utils
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
@@ -32,6 +31,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from fastxfer import listing
+from fastxfer.autotune import Tuning
 from fastxfer.bandwidth import BandwidthLimiter
 from fastxfer.budget import (
     AdjustableSemaphore,
@@ -60,16 +60,6 @@ from fastxfer.state import StateDB
 from fastxfer.tuning import ConcurrencyTuner
 
 log = logging.getLogger("fastxfer")
-
-_UNCAPPED = 1 << 30
-"""A stream cap that never binds (the downloads started under a cap keep it)."""
-
-TUNE_TICK = 0.2
-"""Seconds between two looks of the concurrency tuner at the connection budget."""
-
-_PATH_OPS = frozenset({"HeadObject", "HeadBucket", "CreateMultipartUpload", "GetObject"})
-"""Requests whose answer's headers come back after a round trip and the server's
-work, with no body sent first: the tuner reads the path from their times."""
 
 Counts = Counter[str]
 """Requests sent, by S3 operation name (``"get_object"``, ``"upload_part"`` ...)."""
@@ -170,13 +160,12 @@ class Session:
         self._bandwidth: BandwidthLimiter | None = None
         self.tuner: ConcurrencyTuner | None = None
         """Tunes the requests in flight from goodput (None when ``autotune`` is off)."""
-        self._streams: AdjustableSemaphore | None = None
+        self._tuning: Tuning | None = None
         self.queued_transfers: Callable[[], int] = lambda: 0
         """Transfers waiting to start (the manager's queue): demand beyond the slots."""
         self._journal: UploadJournal | None = None
         self._journal_open = False
         self._answered = False
-        self._sent_at: dict[str, float] = {}
         self.stale_temps: dict[str, dict[str, list[str]]] = {}
         """Directories downloaded into, each listed once: the temp files killed runs
         left there, by the file each was for (fastxfer/download.py)."""
@@ -277,13 +266,16 @@ class Session:
                 self.lean = LeanPath(self._client, user_agent=aio_config.user_agent)
             if cfg.autotune and cfg.max_concurrency > 1:
                 self.tuner = ConcurrencyTuner(cfg.max_concurrency)
+                # Looked up at each tick: the manager sets it after this.
+                queued = lambda: self.queued_transfers()  # noqa: E731, PLW0108
+                tuning = Tuning(self.tuner, self.connections, self.pacer, queued)
+                self._tuning = tuning
                 if self.lean is not None:
                     self.lean.observe = self._observe_path
-                self.pacer.set_tuned(self.tuner.limit)
                 events = self._client.meta.events
-                events.register("before-send.s3", self._on_before_send)
-                events.register("response-received.s3", self._on_response_received)
-                await self._stack.enter_async_context(self._tuning(self.tuner))
+                events.register("before-send.s3", tuning.on_before_send)
+                events.register("response-received.s3", tuning.on_response_received)
+                await self._stack.enter_async_context(tuning.ticking())
         except BaseException as exc:
             await self._close()
             if isinstance(exc, Exception):
@@ -291,91 +283,11 @@ class Session:
             raise
         return self
 
-    @contextlib.asynccontextmanager
-    async def _tuning(self, tuner: ConcurrencyTuner) -> AsyncIterator[None]:
-        """Tick ``tuner`` every TUNE_TICK seconds while the session is open.
-
-        On the real clock, not the injected one: goodput is bytes per real
-        second (and a FakeClock must not be driven by a background ticker).
-        """
-
-        async def run() -> None:
-            connections, pacer = self.connections, self.pacer
-            # This task runs on the loop's thread: its CPU time is the loop's.
-            cpu, wall = time.thread_time(), time.monotonic()
-            while True:
-                await asyncio.sleep(TUNE_TICK)
-                now, now_cpu = time.monotonic(), time.thread_time()
-                busy = (now_cpu - cpu) / max(now - wall, 1e-9)
-                cpu, wall = now_cpu, now
-                new = tuner.tick(
-                    now,
-                    in_use=connections.in_use,
-                    waiting=connections.waiting + self.queued_transfers(),
-                )
-                if new is not None:
-                    log.debug("tuned requests in flight: %d (%s)", new, tuner.phase)
-                    pacer.set_tuned(new)
-                streams = self._streams
-                if streams is not None and tuner.tick_streams(busy, waiting=streams.waiting):
-                    if tuner.streams is None:
-                        # Lifted: the downloads under way stop waiting for a
-                        # stream (they wait for connections, where the tuner
-                        # sees the demand); later ones take none.
-                        log.debug("ranged downloads: no cap (loop busy %.2f)", busy)
-                        streams.set_limit(_UNCAPPED)
-                        self._streams = None
-                    else:
-                        log.debug("ranged downloads in flight: %d", tuner.streams)
-                        streams.set_limit(tuner.streams)
-
-        task = asyncio.create_task(run(), name="fastxfer-tuner")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _on_before_send(self, request: Any, event_name: str, **kwargs: Any) -> None:
-        """botocore is about to send a request: note when, for the tuner's path probe
-        (only until the path is judged: afterwards requests pay nothing for it)."""
-        if self.tuner is None or self.tuner.judged:
-            return
-        if event_name.rpartition(".")[2] not in _PATH_OPS:
-            return
-        invocation = request.headers.get("amz-sdk-invocation-id")
-        if invocation is not None:
-            key = invocation.decode() if isinstance(invocation, bytes) else str(invocation)
-            self._sent_at[key] = time.monotonic()
-
-    def _on_response_received(
-        self, context: Mapping[str, Any], exception: Any, event_name: str, **kwargs: Any
-    ) -> None:
-        """Its answer's headers are in: the round trip on the wire (no client set-up)."""
-        invocation = (context.get("retries") or {}).get("invocation-id")
-        sent = self._sent_at.pop(str(invocation), None) if invocation else None
-        if sent is None or exception is not None:
-            return
-        self._observe_path(event_name.rpartition(".")[2], time.monotonic() - sent)
-
     def _observe_path(self, op: str, seconds: float) -> None:
-        """A request's time from send to answer headers, for the tuner's path probe
-        (both request paths report here; the lean one stops once the path is judged)."""
-        tuner = self.tuner
-        if tuner is None or tuner.judged:
-            if self.lean is not None:
-                self.lean.observe = None
-            return
-        if op not in _PATH_OPS:
-            return
-        new = tuner.observe_latency(seconds, alone=op != "GetObject")
-        if new is not None:
-            log.debug("long path (%.1f ms): %d requests in flight", seconds * 1e3, new)
-            self.pacer.set_tuned(new)
-        if tuner.streams is not None and self._streams is None:
-            log.debug("short path: %d ranged downloads in flight", tuner.streams)
-            self._streams = AdjustableSemaphore(tuner.streams)
+        """The lean path's report of a request's time to its answer headers."""
+        wanted = self._tuning is not None and self._tuning.observe_path(op, seconds)
+        if not wanted and self.lean is not None:
+            self.lean.observe = None  # judged: requests pay nothing more for it
 
     async def __aexit__(
         self,
@@ -520,10 +432,9 @@ class Session:
 
     @property
     def streams(self) -> AdjustableSemaphore | None:
-        """The cap on ranged downloads in flight (a stream is taken before a
-        connection), while the tuner has one: on a short path, until the loop
-        shows room for more (fastxfer/tuning.py).  None: no cap."""
-        return self._streams
+        """The cap on ranged downloads in flight, while the tuner has one
+        (:attr:`fastxfer.autotune.Tuning.streams`).  None: no cap."""
+        return self._tuning.streams if self._tuning is not None else None
 
     @property
     def bandwidth(self) -> BandwidthLimiter | None:
