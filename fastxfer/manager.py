@@ -157,8 +157,7 @@ class TransferManager:
                     )
                     tracker.finish("failed", str(err))
                     raise err from exc
-                tracker.finish("done")
-                return tracker.snapshot()
+                return tracker.finish("done")
 
         task = asyncio.get_running_loop().create_task(run(), name=f"fastxfer-{tracker.transfer_id}")
         self._tasks.add(task)

@@ -153,7 +153,8 @@ class _Tracker:
         for s in self.subscribers:
             s.on_progress(ev)
 
-    def finish(self, state: State, error: str | None = None) -> None:
+    def finish(self, state: State, error: str | None = None) -> TransferStats:
+        """Mark the end; returns the final snapshot (the one subscribers were given)."""
         if self.subscribers:
             self._emit()
         self.state = state
@@ -162,6 +163,7 @@ class _Tracker:
         snap = self.snapshot()
         for s in self.subscribers:
             s.on_done(snap)
+        return snap
 
 
 class TransferHandle:
