@@ -92,6 +92,11 @@ def start_owning(
             coro.close()  # never awaited: closed without running a line
             release()
 
-    task = tg.create_task(run())
+    try:
+        task = tg.create_task(run())
+    except BaseException:  # a TaskGroup already shutting down takes no new task
+        coro.close()
+        release()
+        raise
     task.add_done_callback(done)
     return task

@@ -115,6 +115,7 @@ class ConcurrencyTuner(BaseSubscriber):
         """The fastest answer seen (seconds); the first ones chose the path."""
         self.streams: int | None = None
         """Ranged downloads allowed in flight (None: no cap but the count's)."""
+        self._streams_waited = False
         self._samples = 0
         self._judged = False
         self.phase: Phase = "warmup"
@@ -169,8 +170,14 @@ class ConcurrencyTuner(BaseSubscriber):
     def tick_streams(self, busy: float, *, waiting: int) -> bool:
         """One look at the stream cap: ``busy`` is the share of the last interval
         the event loop spent running, ``waiting`` the ranged downloads waiting
-        for a stream.  Returns whether :attr:`streams` changed (None: lifted)."""
-        if self.streams is None or waiting == 0 or busy >= STREAMS_BUSY:
+        for a stream now.  Returns whether :attr:`streams` changed (None: lifted).
+
+        An interval counts only when ranges waited at both its ends: one in
+        which a download began part-way through was partly idle for want of
+        work, not for want of streams.
+        """
+        waited, self._streams_waited = self._streams_waited, waiting > 0
+        if self.streams is None or not (waited and waiting) or busy >= STREAMS_BUSY:
             return False
         new = self.streams * 2
         self.streams = None if new >= self.limit else new

@@ -820,3 +820,58 @@ def test_restore_killed_mid_download_repeats_only_the_interrupted_get(
         with open(os.path.join(out, key.removeprefix("m/")), "rb") as f:
             assert f.read() == data, key
     assert not [n for n in os.listdir(out) if ".fastxfer-" in n]  # no temp file left
+
+
+async def test_failed_transfers_give_back_every_slot_and_buffer(
+    rclone_server: LocalS3Server, bucket: str, work_dir: str, s3: Any
+) -> None:
+    """A range cut with no retry allowed fails the download, a part cut fails the
+    upload: afterwards the manager holds no connection, stream or buffer (parts
+    and ranges created in the step that failed were cancelled before they ran),
+    and its next transfers run as before."""
+    data = os.urandom(40 * MiB)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+    s3.head_object(Bucket=bucket, Key="obj")
+    src = os.path.join(work_dir, "src")
+    with open(src, "wb") as f:
+        f.write(data)
+    async with FaultProxy(
+        "127.0.0.1",
+        rclone_server.port,
+        cut_response_after=1 * MiB,
+        cut_request_after=3 * MiB,
+        faults=1000,  # every connection that gets that far, until the second phase
+    ) as px:
+        cfg = config_for(
+            px.endpoint_url,
+            rclone_server,
+            work_dir,
+            max_attempts=1,
+            download_part_size=5 * MiB,
+            part_size=5 * MiB,
+            memory_limit=64 * MiB,
+        )
+        async with TransferManager(cfg) as tm:
+            with pytest.raises(FastxferError):
+                await asyncio.wait_for(tm.download(bucket, "obj", os.path.join(work_dir, "d1")), 30)
+            with pytest.raises(FastxferError):
+                await asyncio.wait_for(tm.upload(src, bucket, "up"), 30)
+            assert px.cuts >= 2
+            px.faults = px.cuts  # no more cuts
+
+            def held() -> tuple[int, int, int]:
+                stats = tm.stats()
+                streams = tm.session.streams
+                return (
+                    stats.connections_in_use,
+                    stats.memory_in_use,
+                    streams.in_use if streams is not None else 0,
+                )
+
+            await wait_until(lambda: held() == (0, 0, 0), 5, f"nothing held (held: {held()})")
+            dest = os.path.join(work_dir, "d2")
+            await asyncio.wait_for(tm.download(bucket, "obj", dest), 30)
+            await asyncio.wait_for(tm.upload(src, bucket, "up"), 30)
+            assert held() == (0, 0, 0)
+    assert file_sha(dest) == sha(data)
+    assert leftovers(work_dir) == []
