@@ -60,49 +60,39 @@ async def test_a_timeout_and_an_interruption_are_told_apart(
     assert caplog.messages == ["aborting Z was interrupted"]
 
 
+async def _abort_dispatch(*, let_them_start: bool) -> list[str]:
+    """Three parts made with start_owning, then the dispatching side fails (or is
+    interrupted): what each part's own ``finally`` ("pN") or its release ("rN") said."""
+    released: list[str] = []
+
+    async def part(name: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            released.append(name)
+
+    async def dispatch() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(3):
+                start_owning(tg, part(f"p{i}"), functools.partial(released.append, f"r{i}"))
+            if let_them_start:
+                await asyncio.sleep(0.01)
+            raise RuntimeError("dispatch failed")
+
+    with pytest.raises(ExceptionGroup):
+        await dispatch()
+    return sorted(released)
+
+
 async def test_a_task_cancelled_before_it_ran_gives_back_what_it_owned() -> None:
     """A TaskGroup that aborts cancels the tasks not yet started: their own
     ``finally`` never runs, so start_owning's release must (only for those)."""
-    released: list[str] = []
-
-    async def part(name: str) -> None:
-        try:
-            await asyncio.sleep(10)
-        finally:
-            released.append(name)
-
-    async def dispatch() -> None:
-        async with asyncio.TaskGroup() as tg:
-            for i in range(3):
-                start_owning(tg, part(f"p{i}"), functools.partial(released.append, f"r{i}"))
-            # The dispatching side fails (or is interrupted) in the same step:
-            # none of the three has run a line.
-            raise RuntimeError("dispatch failed")
-
-    with pytest.raises(ExceptionGroup):
-        await dispatch()
-    assert sorted(released) == ["r0", "r1", "r2"]
+    # Failing in the same step: none of the three has run a line.
+    assert await _abort_dispatch(let_them_start=False) == ["r0", "r1", "r2"]
 
 
 async def test_a_task_that_ran_is_not_released_twice() -> None:
-    released: list[str] = []
-
-    async def part(name: str) -> None:
-        try:
-            await asyncio.sleep(10)
-        finally:
-            released.append(name)
-
-    async def dispatch() -> None:
-        async with asyncio.TaskGroup() as tg:
-            for i in range(3):
-                start_owning(tg, part(f"p{i}"), functools.partial(released.append, f"r{i}"))
-            await asyncio.sleep(0.01)  # they all start
-            raise RuntimeError("dispatch failed")
-
-    with pytest.raises(ExceptionGroup):
-        await dispatch()
-    assert sorted(released) == ["p0", "p1", "p2"]
+    assert await _abort_dispatch(let_them_start=True) == ["p0", "p1", "p2"]
 
 
 async def test_a_started_task_releases_in_its_own_finally_only() -> None:
