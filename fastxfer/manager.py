@@ -324,6 +324,15 @@ class TransferManager:
         """Requests allowed in flight right now: the tuned count, or less after SlowDown."""
         return self.session.connections.limit
 
+    def range_limit(self) -> int | None:
+        """Ranged GETs of large downloads allowed in flight right now, when fewer
+        than :meth:`connection_limit` (a near server's cap, raised while the event
+        loop has room); None when no such cap applies."""
+        streams = self.session.streams
+        if streams is None or streams.limit >= self.session.connections.limit:
+            return None
+        return streams.limit
+
     def _subscribers_for(self, extra: Iterable[Subscriber]) -> tuple[Subscriber, ...]:
         """The manager's subscribers, a transfer's own, and the concurrency tuner (it
         measures goodput from the same progress events)."""

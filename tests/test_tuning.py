@@ -263,6 +263,7 @@ async def test_a_large_download_on_loopback_takes_few_streams(
     async with TransferManager(cfg) as tm:
         r = await tm.download(bucket, "big", dest)
         stats = tm.stats()
+        assert tm.range_limit() == SHORT_STREAMS  # what the progress bar shows
     with open(dest, "rb") as f:
         assert f.read() == data
     assert r.parts_total == 12
@@ -285,4 +286,5 @@ async def test_a_pinned_count_is_not_capped(
         await tm.download(bucket, "big", os.path.join(work_dir, "big"))
         stats = tm.stats()
         assert tm.session.streams is None
+        assert tm.range_limit() is None
     assert stats.connections_peak == 8  # --concurrency 8 means 8

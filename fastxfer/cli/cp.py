@@ -389,7 +389,15 @@ async def copy(
     total = sum(j.size for j in jobs)
     label = jobs[0].direction if jobs else "copy"
     bar = (
-        ProgressBar(label, total, len(jobs), connections=tm.connection_limit) if progress else None
+        ProgressBar(
+            label,
+            total,
+            len(jobs),
+            connections=tm.connection_limit,
+            ranges=tm.range_limit if label == "download" else None,
+        )
+        if progress
+        else None
     )
     subscribers: tuple[Subscriber, ...] = (bar,) if bar else ()
     with bar if bar else contextlib.nullcontext():

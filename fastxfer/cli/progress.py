@@ -53,6 +53,7 @@ class ProgressBar:
         *,
         size_from_events: bool = False,
         connections: Callable[[], int] | None = None,
+        ranges: Callable[[], int | None] | None = None,
     ) -> None:
         from rich.console import Console
         from rich.progress import (
@@ -92,12 +93,18 @@ class ProgressBar:
         self.in_flight: dict[int, str] = {}
         self.connections = connections
         """Requests allowed in flight now (the tuned count), shown beside the files."""
+        self.ranges = ranges
+        """Ranged GETs allowed in flight now when capped below the count (downloads)."""
         self.task = self.progress.add_task(
             label, total=total, files=self._files_text(), current="", rate=None, conns=""
         )
 
     def _conns_text(self) -> str:
-        return f"{self.connections()} conn" if self.connections is not None else ""
+        if self.connections is None:
+            return ""
+        text = f"{self.connections()} conn"
+        capped = self.ranges() if self.ranges is not None else None
+        return f"{text}, {capped} ranges" if capped is not None else text
 
     def __enter__(self) -> ProgressBar:
         self.progress.start()

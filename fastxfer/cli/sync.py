@@ -186,7 +186,15 @@ async def run_sync(
             hint="check SRC; to empty DST on purpose use fastxfer rm -r",
         )
     counter = _Requests()
-    bar = ProgressBar("sync", connections=tm.connection_limit) if progress and not dry_run else None
+    bar = (
+        ProgressBar(
+            "sync",
+            connections=tm.connection_limit,
+            ranges=tm.range_limit if isinstance(dst, LocalDir) else None,
+        )
+        if progress and not dry_run
+        else None
+    )
     subscribers: tuple[Subscriber, ...] = (counter, bar) if bar else (counter,)
     with bar if bar else contextlib.nullcontext():
         result = await sync(
