@@ -11,13 +11,14 @@ log = logging.getLogger("fastxfer")
 
 
 async def run_cleanup(
-    coro: Coroutine[Any, Any, Any],
+    coro: Coroutine[Any, Any, Any] | asyncio.Future[Any],
     *,
     timeout: float,
     what: str = "cleanup",
     left_behind: str = "",
 ) -> bool:
-    """Run ``coro`` to completion even if the caller is cancelled meanwhile.
+    """Run ``coro`` (or wait for a task already started) to completion even if
+    the caller is cancelled meanwhile.
 
     Returns True if it finished without error.  A cancellation that arrives
     while the cleanup runs is re-raised once the cleanup is over (or timed

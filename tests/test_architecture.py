@@ -2,7 +2,7 @@
 
 The layers are declared in `.importlinter` (import-linter's layers contract);
 `lint-imports` fails on an import that runs up the layers or on a cycle.
-ruff and mypy (strict, the project's configuration) run here too, so the test
+ruff and mypy (strict, over the package, the tests and the benchmarks) run here too, so the test
 command that CI runs checks them.
 """
 
@@ -105,7 +105,7 @@ def test_the_engine_never_imports_the_testing_package_or_benchmarks() -> None:
 def test_ruff_is_clean() -> None:
     r = _run(_tool("ruff"), "check", "fastxfer", "tests", "benchmarks")
     assert r.returncode == 0, r.stdout[-4000:]
-    r = _run(_tool("ruff"), "format", "--check", "fastxfer", "tests")
+    r = _run(_tool("ruff"), "format", "--check", "fastxfer", "tests", "benchmarks")
     assert r.returncode == 0, r.stdout[-4000:]
 
 

@@ -452,8 +452,8 @@ def bad_input_results(
         with open(ctx.file, "w") as f:
             f.write("data")
         os.mkfifo(ctx.path("fifo"))
-        with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "wb") as f:
-            f.write(b"latin-1 name")
+        with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "wb") as fb:
+            fb.write(b"latin-1 name")
         os.mkdir(ctx.path("readonly"), 0o555)
         base = isolated_env(
             root,

@@ -829,7 +829,7 @@ def test_archive_keep_full_then_restore_the_oldest_chain(
         trees.append(tree(source))
         dup.run("full", *common, "--archive-dir", os.path.join(work_dir, "c"), source, dup.url)
     before = keys(moto_s3, dup.bucket)
-    fulls = sorted({re.search(r"duplicity-full\.([^.]+)\.", k)[1] for k in before if "full." in k})
+    fulls = sorted({m[1] for k in before if (m := re.search(r"duplicity-full\.([^.]+)\.", k))})
     assert len(fulls) == 3
     oldest_volumes = {k for k in before if VOLUME.search(k) and fulls[0] in k}
     middle_volumes = {k for k in before if VOLUME.search(k) and fulls[1] in k}

@@ -87,7 +87,7 @@ def test_spool_copies_a_volume_it_cannot_hardlink(
         links.append(src)  # the spool on another filesystem than duplicity's temp dir
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, None, dst)
 
-    monkeypatch.setattr(spool_module.os, "link", cross_device_link)
+    monkeypatch.setattr("fastxfer.duplicity.spool.os.link", cross_device_link)
     with BlockingTransferManager(make_config(bwlimit=2 * MiB)) as xfer:
         spool = VolumeSpool(xfer, bucket, spool_dir, max_volumes=8, max_bytes=64 * MiB)
         path, data = volume(work_dir, "v1", 2 * MiB)

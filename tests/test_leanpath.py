@@ -273,7 +273,7 @@ async def test_errors_are_the_same_on_both_paths(rclone_server: LocalS3Server, b
     for lean_path in (True, False):
         async with TransferManager(rclone_config(rclone_server, lean_path=lean_path)) as tm:
             session = tm.session
-            got = []
+            got: list[tuple[type[BaseException], str, str | None]] = []
             for op, given in calls:
                 kw = dict(given)
                 if "Body" in kw:
@@ -413,10 +413,15 @@ async def test_fast_answer_parse_equals_botocores(
     with open(small, "wb") as f:
         f.write(b"x" * 1000)
     seen: list[tuple[LeanPath, str, Any, Any]] = []
-    for manager, where in ((tm, bucket), (None, moto_bucket)):
+    servers: tuple[tuple[TransferManager | None, str], ...] = ((tm, bucket), (None, moto_bucket))
+    for manager, where in servers:
         cfg = moto_config(part_size=5 * 1024 * 1024, multipart_threshold=5 * 1024 * 1024)
         async with contextlib.AsyncExitStack() as stack:
-            m = manager or await stack.enter_async_context(TransferManager(cfg))
+            m = (
+                manager
+                if manager is not None
+                else await stack.enter_async_context(TransferManager(cfg))
+            )
             lean = m.session.lean
             assert lean is not None
 

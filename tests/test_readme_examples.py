@@ -44,7 +44,9 @@ def served(tmp_path: object) -> Iterator[dict[str, str]]:
         for _ in range(3):  # its banner is printed (and flushed) at once
             line = proc.stdout.readline()
             if line.startswith("export "):
-                env.update(kv.split("=", 1) for kv in line.split()[1:])
+                for kv in line.split()[1:]:
+                    name, value = kv.split("=", 1)
+                    env[name] = value
                 break
         else:
             pytest.fail("no export line from fastxfer serve")

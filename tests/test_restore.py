@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -429,7 +429,12 @@ async def test_price_first_then_the_batch_with_one_inventory(
     work_dir: str, clock: FakeClock
 ) -> None:
     s3 = FakeS3(clock, {"a": ("GLACIER", 60), "b": ("DEEP_ARCHIVE", 60), "c": ("STANDARD", 0)})
-    job = RestoreJob(s3, keys_opts(work_dir, "a", "b"), start_download=_no_download, prices=PRICES)
+    job = RestoreJob(
+        cast("Session", s3),
+        keys_opts(work_dir, "a", "b"),
+        start_download=_no_download,
+        prices=PRICES,
+    )
     est = await job.estimate()
     assert (est.requests.restore, est.objects_readable) == (2, 0)
     assert not os.path.exists(job.state_path)  # pricing writes nothing

@@ -177,7 +177,6 @@ async def test_the_same_command_run_again_completes_the_upload(
     kill_at_parts(s3, bucket, "obj", 6, proc)
     again = start_cli_upload(rclone_server, src, bucket, "obj", state)
     _, err = again.communicate(timeout=120)
-    again.stderr.close()
     assert again.returncode == 0, err.decode()
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
     assert open_uploads(s3, bucket) == []
