@@ -133,13 +133,16 @@ async def run_stream(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(drain())
             for index in range(count):
-                # Memory, then a connection, then the GET: at most the memory
-                # budget's worth of ranges wait for the writer.
-                buf = await pool.get(part)
+                # A connection, then memory, then the GET: the order every
+                # upload part takes them in (upload.py), or ranges holding
+                # buffers while they wait for a connection and parts holding
+                # connections while they wait for memory block each other.  At
+                # most the memory budget's worth of ranges wait for the writer.
+                await session.connections.acquire(Priority.DATA)
                 try:
-                    await session.connections.acquire(Priority.DATA)
+                    buf = await pool.get(part)
                 except BaseException:
-                    pool.put(buf)
+                    session.connections.release()
                     raise
                 start_owning(tg, fetch(index, buf), give_back(buf))
     except BaseExceptionGroup as eg:

@@ -269,7 +269,24 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
     # read its first part, which decides between one PUT and multipart.
     single = size is not None
     first_len = size if size is not None else part_size
-    buf = await pool.get(max(first_len, 1))
+    # A known size takes the connection slot, then the memory, in the order
+    # every part of every transfer takes them (_parts_and_complete, stream.py):
+    # small files holding buffers while they wait for a connection, and parts
+    # holding connections while they wait for memory, would otherwise block
+    # each other for good once more transfers run than connections (the tuner
+    # lowers the count; the transfers allowed at once stay).  A stream of
+    # unknown size reads before it holds a connection (it may read for long):
+    # its one buffer is the exception, harmless while the memory budget holds
+    # more than a part for each such stream.
+    held = single
+    if held:
+        await session.connections.acquire(Priority.DATA)
+    try:
+        buf = await pool.get(max(first_len, 1))
+    except BaseException:
+        if held:
+            session.connections.release()
+        raise
     try:
         n = await reader.readinto(memoryview(buf)[:first_len])
         at_eof = n < first_len or (size is not None and n == size)
@@ -283,12 +300,17 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
                     hint="the file changed while it was read",
                 )
             await reader.check_unchanged()
-            await _put_single(session, job, memoryview(buf)[:n], metadata, extra, mode, tracker)
+            await _put_single(
+                session, job, memoryview(buf)[:n], metadata, extra, mode, tracker, held
+            )
             pool.put(buf)
             return
     except BaseException:
         pool.put(buf)
         raise
+    finally:
+        if held:
+            session.connections.release()
     await _multipart(session, job, reader, buf, n, part_size, metadata, extra, mode, tracker)
 
 
@@ -300,8 +322,10 @@ async def _put_single(
     extra: dict[str, Any],
     mode: str,
     tracker: _Tracker,
+    held_slot: bool = False,
 ) -> None:
-    # The buffer stays ours until the request returns: released by the caller.
+    # The buffer (and a held slot) stay ours until the request returns:
+    # released by the caller.
     kw = dict(extra)
     crc = integrity.crc64nvme(data) if len(data) else 0
     if mode == "client":
@@ -320,6 +344,7 @@ async def _put_single(
         key=job.key,
         priority=Priority.DATA,
         what="upload",
+        held_slot=held_slot,
         counts=tracker.requests,
         Body=_body(session, data, tracker),
         ContentLength=len(data),
