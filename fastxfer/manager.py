@@ -27,10 +27,11 @@ from fastxfer.objectinfo import ObjectInfo
 from fastxfer.pacing import PacerStats
 from fastxfer.progress import Subscriber
 from fastxfer.session import DeleteFailure, Session
+from fastxfer.sources import UploadSource
 from fastxfer.stream import Writer, run_stream
 from fastxfer.transfer import TransferHandle, TransferStats, _Tracker
 from fastxfer.tuning import TunerStats
-from fastxfer.upload import UploadJob, UploadSource, run_upload
+from fastxfer.upload import UploadJob, run_upload
 
 if TYPE_CHECKING:
     from fastxfer.restore import PriceTable, RestoreJob, RestoreOptions

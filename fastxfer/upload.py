@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +24,13 @@ from fastxfer.errors import (
     S3Error,
     Throttled,
     first_error,
-    translate,
 )
-from fastxfer.journal import PartRecord, SourceId, UploadJournal
+from fastxfer.journal import PartRecord, UploadJournal
 from fastxfer.limits import MAX_PARTS, MAX_SINGLE_PUT
 from fastxfer.objectinfo import MTIME_KEY, format_mtime
 from fastxfer.planning import fit_part_size, upload_part_size
 from fastxfer.shielded import start_owning
+from fastxfer.sources import BytesReader, FileReader, Reader, UploadSource, open_source
 from fastxfer.tokenbucket import CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -40,9 +38,6 @@ if TYPE_CHECKING:
     from fastxfer.transfer import _Tracker
 
 log = logging.getLogger("fastxfer")
-
-UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncIterable[bytes]
-"""What an upload reads: a file path, bytes, or an async iterable of bytes."""
 
 
 @dataclass(slots=True)
@@ -59,144 +54,8 @@ class UploadJob:
     sse_kms_key_id: str | None = None
 
 
-class _Reader:
-    """Sequential reads of a source into caller-provided buffers."""
-
-    size: int | None = None
-
-    async def readinto(self, buf: memoryview) -> int:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-    async def check_unchanged(self) -> None:
-        return None
-
-    def rewind(self) -> bool:
-        """Start again from the first byte; False if the source cannot be read twice."""
-        return False
-
-
-class _FileReader(_Reader):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            # O_NONBLOCK: opening a FIFO for reading would otherwise block until
-            # a writer appears (a hang no Ctrl-C reaches); regular files ignore it.
-            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise translate(exc) from exc
-        st = os.fstat(self.fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(self.fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise LocalFileError(f"{path}: is a directory", hint="use --recursive for folders")
-            raise LocalFileError(
-                f"{path}: not a regular file (a FIFO, socket or device)",
-                hint="upload regular files; pipe a stream into a file first",
-            )
-        self.stat = st
-        self.size = st.st_size
-        self._mtime = st.st_mtime_ns
-        self.offset = 0
-
-    def identity(self) -> SourceId:
-        return SourceId.of(self.path, self.stat)
-
-    def skip(self, n: int) -> None:
-        """Move past ``n`` bytes without reading them (a part resumed from the journal)."""
-        self.offset += n
-
-    def rewind(self) -> bool:
-        self.offset = 0
-        return True
-
-    async def readinto(self, buf: memoryview) -> int:
-        loop = asyncio.get_running_loop()
-        total = 0
-        while total < len(buf):
-            n = await loop.run_in_executor(
-                None, os.preadv, self.fd, [buf[total:]], self.offset + total
-            )
-            if n == 0:
-                break
-            total += n
-        self.offset += total
-        return total
-
-    async def check_unchanged(self) -> None:
-        st = os.fstat(self.fd)
-        if st.st_size != self.size or st.st_mtime_ns != self._mtime:
-            raise LocalFileError(
-                f"{self.path} changed while it was being uploaded",
-                hint="upload it again once it is no longer being written",
-            )
-
-    async def close(self) -> None:
-        os.close(self.fd)
-
-
-class _BytesReader(_Reader):
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self.data = memoryview(data).cast("B")
-        self.length = len(self.data)
-        self.size = self.length
-        self.offset = 0
-
-    async def readinto(self, buf: memoryview) -> int:
-        n = min(len(buf), self.length - self.offset)
-        buf[:n] = self.data[self.offset : self.offset + n]
-        self.offset += n
-        return n
-
-    def rewind(self) -> bool:
-        self.offset = 0
-        return True
-
-
-class _StreamReader(_Reader):
-    def __init__(self, stream: AsyncIterable[bytes], size: int | None) -> None:
-        self.it: AsyncIterator[bytes] = aiter(stream)
-        self.size = size
-        self.pending = memoryview(b"")
-        self.done = False
-
-    async def readinto(self, buf: memoryview) -> int:
-        total = 0
-        while total < len(buf):
-            if not self.pending:
-                if self.done:
-                    break
-                try:
-                    chunk = await anext(self.it)
-                except StopAsyncIteration:
-                    self.done = True
-                    break
-                self.pending = memoryview(chunk).cast("B")
-            n = min(len(self.pending), len(buf) - total)
-            buf[total : total + n] = self.pending[:n]
-            self.pending = self.pending[n:]
-            total += n
-        return total
-
-    async def close(self) -> None:
-        aclose = getattr(self.it, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _open(job: UploadJob) -> _Reader:
-    src = job.source
-    if isinstance(src, str | os.PathLike):
-        return _FileReader(os.fspath(src))
-    if isinstance(src, bytes | bytearray | memoryview):
-        return _BytesReader(src)
-    return _StreamReader(src, job.size)
-
-
 async def run_upload(session: Session, job: UploadJob, tracker: _Tracker) -> None:
-    reader = _open(job)
+    reader = open_source(job.source, job.size)
     try:
         try:
             await _upload(session, job, reader, tracker)
@@ -217,13 +76,13 @@ async def run_upload(session: Session, job: UploadJob, tracker: _Tracker) -> Non
         await reader.close()
 
 
-async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _Tracker) -> None:
+async def _upload(session: Session, job: UploadJob, reader: Reader, tracker: _Tracker) -> None:
     cfg = session.config
     mode = cfg.effective_checksum
     metadata = dict(job.metadata)
     if (
         cfg.preserve_mtime
-        and isinstance(reader, _FileReader)
+        and isinstance(reader, FileReader)
         and not any(k.lower() == MTIME_KEY for k in metadata)
     ):
         # rclone's convention, so either tool sees the other's uploads as unchanged.
@@ -246,10 +105,10 @@ async def _upload(session: Session, job: UploadJob, reader: _Reader, tracker: _T
         # the whole-object CRC is needed first (a single PUT computes it from
         # the body it already holds).  Streams cannot be read twice: see
         # _multipart.
-        if isinstance(reader, _FileReader):
+        if isinstance(reader, FileReader):
             crc, _ = await integrity.file_crc64nvme_parallel(reader.path)
             metadata[integrity.METADATA_KEY] = integrity.to_b64(crc)
-        elif isinstance(reader, _BytesReader):
+        elif isinstance(reader, BytesReader):
             metadata[integrity.METADATA_KEY] = integrity.to_b64(integrity.crc64nvme(reader.data))
 
     part_size = fit_part_size(size, cfg.part_size) if size is not None else cfg.part_size
@@ -361,7 +220,7 @@ async def _put_single(
 async def _multipart(
     session: Session,
     job: UploadJob,
-    reader: _Reader,
+    reader: Reader,
     first_buf: Buffer | None,
     first_n: int,
     part_size: int,
@@ -386,11 +245,11 @@ async def _multipart(
     if mode == "server":
         create_kw["ChecksumAlgorithm"] = "CRC64NVME"
         create_kw["ChecksumType"] = "FULL_OBJECT"
-    journal = session.journal if isinstance(reader, _FileReader) else None
+    journal = session.journal if isinstance(reader, FileReader) else None
     created_id: str | None = None  # created here, not yet handed to _parts_and_complete
     try:
         resume = None
-        if journal is not None and isinstance(reader, _FileReader):
+        if journal is not None and isinstance(reader, FileReader):
             resume = await _resumable(session, job, reader, journal, mode, metadata, tracker)
         if resume is None:
             created = await _create(session, job, metadata, create_kw, tracker)
@@ -399,7 +258,7 @@ async def _multipart(
             row = None
             if first_buf is None and reader.size is not None:
                 part_size = upload_part_size(reader.size, session.config, session.connections.limit)
-            if journal is not None and isinstance(reader, _FileReader):
+            if journal is not None and isinstance(reader, FileReader):
                 row = journal.begin(
                     job.bucket,
                     job.key,
@@ -470,7 +329,7 @@ class _Journaled:
 async def _resumable(
     session: Session,
     job: UploadJob,
-    reader: _FileReader,
+    reader: FileReader,
     journal: UploadJournal,
     mode: str,
     metadata: dict[str, str],
@@ -596,7 +455,7 @@ async def _create(
 async def _parts_and_complete(
     session: Session,
     job: UploadJob,
-    reader: _Reader,
+    reader: Reader,
     first_buf: Buffer | None,
     first_n: int,
     part_size: int,
@@ -676,7 +535,7 @@ async def _parts_and_complete(
                 if number == 1 and first_buf is not None:
                     # A stream's first part, read before it was known to need parts.
                     buf, n, held = first_buf, first_n, False
-                elif rec is not None and isinstance(reader, _FileReader):
+                elif rec is not None and isinstance(reader, FileReader):
                     # Stored by the interrupted run: skip it, read nothing.
                     reader.skip(rec.size)
                     buf, n, held = None, rec.size, False
