@@ -66,23 +66,35 @@ class PartBody(Payload):
             self._on_sent(-self.sent)
         self.sent = 0
         pos = 0
-        while pos < end:
-            n = min(self._slice, end - pos)
-            if self._before_send is not None:
-                await self._before_send(n)
-            if self._stall_timeout is None:
-                await writer.write(self._mv[pos : pos + n])
-            else:
-                # aiohttp starts its read timeout only once the body is sent: a
-                # peer that stops reading would block this write forever.  No
-                # progress for stall_timeout seconds fails the attempt
-                # (TimeoutError), which botocore retries on a new connection.
-                async with asyncio.timeout(self._stall_timeout):
+        try:
+            while pos < end:
+                n = min(self._slice, end - pos)
+                if self._before_send is not None:
+                    await self._before_send(n)
+                if self._stall_timeout is None:
                     await writer.write(self._mv[pos : pos + n])
-            pos += n
-            self.sent += n
-            if self._on_sent is not None:
-                self._on_sent(n)
+                else:
+                    # aiohttp starts its read timeout only once the body is sent: a
+                    # peer that stops reading would block this write forever.  No
+                    # progress for stall_timeout seconds fails the attempt
+                    # (TimeoutError), which botocore retries on a new connection.
+                    async with asyncio.timeout(self._stall_timeout):
+                        await writer.write(self._mv[pos : pos + n])
+                pos += n
+                self.sent += n
+                if self._on_sent is not None:
+                    self._on_sent(n)
+        except BaseException:
+            # A body cut short (cancelled, stalled, broken): its connection can
+            # only be closed.  aiohttp closes it gracefully, which first sends
+            # what the transport still buffers: to a peer that stopped reading,
+            # never, and the socket stayed open (and its slice of the part
+            # buffer referenced) until the peer gave up or the loop ended.
+            # Drop it now.
+            transport = getattr(writer, "transport", None)
+            if transport is not None:
+                transport.abort()
+            raise
 
     async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         return bytes(self._mv)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from fastxfer import (
@@ -416,7 +417,10 @@ async def test_single_put_whose_connection_stalls_is_resent(
 ) -> None:
     """The peer stops reading mid-body and never recovers (30 s): the send gives
     up after read_timeout without progress and the PUT goes again on a new
-    connection.  Before, the write blocked until the peer dropped the flow."""
+    connection.  Before, the write blocked until the peer dropped the flow.
+    The given-up connection is closed at once: a graceful close would wait to
+    send the body still buffered to a peer that reads nothing (before: the
+    socket stayed open until the peer dropped the flow or the loop ended)."""
     src = os.path.join(work_dir, "src")
     # 23 MiB still to send when the peer stops reading: more than the socket
     # buffers on both sides hold, so the write itself blocks.
@@ -430,6 +434,13 @@ async def test_single_put_whose_connection_stalls_is_resent(
         async with TransferManager(cfg) as tm:
             st = await asyncio.wait_for(tm.upload(src, bucket, "obj"), timeout=15)
         assert px.stalls == 1
+        # The manager is closed; the proxy still stalls the first flow (30 s).
+        still_open = [
+            c
+            for c in psutil.Process().net_connections("tcp")
+            if c.raddr and c.raddr.port == px.port
+        ]
+        assert still_open == []
     assert st.bytes_done == len(data)
     assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == data
 
