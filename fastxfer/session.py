@@ -35,6 +35,7 @@ from fastxfer.autotune import Tuning
 from fastxfer.bandwidth import BandwidthLimiter
 from fastxfer.budget import (
     AdjustableSemaphore,
+    Buffer,
     BufferPool,
     ConnectionBudget,
     MemoryBudget,
@@ -412,6 +413,21 @@ class Session:
         """Part buffers, reused by every transfer, bounded by the memory budget."""
         pool: BufferPool = self._need(self._buffers)
         return pool
+
+    async def slot_and_buffer(self, size: int) -> Buffer:
+        """A connection slot (DATA priority), then a buffer of ``size`` bytes: the one
+        order every part, single PUT and streamed range takes the two budgets in.
+        Taken the other way round anywhere, transfers holding buffers while they
+        wait for a connection and transfers holding connections while they wait
+        for a buffer block each other for good once more transfers run than
+        connections.  The caller gives both back (``buffers.put``,
+        ``connections.release``)."""
+        await self.connections.acquire(Priority.DATA)
+        try:
+            return await self.buffers.get(size)
+        except BaseException:
+            self.connections.release()
+            raise
 
     @property
     def pacer(self) -> Pacer:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastxfer import integrity
-from fastxfer.budget import Buffer, Priority
+from fastxfer.budget import Buffer
 from fastxfer.errors import IntegrityError, first_error, translate
 from fastxfer.planning import retry_budget
 from fastxfer.session import transport_errors
@@ -133,17 +133,10 @@ async def run_stream(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(drain())
             for index in range(count):
-                # A connection, then memory, then the GET: the order every
-                # upload part takes them in (upload.py), or ranges holding
-                # buffers while they wait for a connection and parts holding
-                # connections while they wait for memory block each other.  At
-                # most the memory budget's worth of ranges wait for the writer.
-                await session.connections.acquire(Priority.DATA)
-                try:
-                    buf = await pool.get(part)
-                except BaseException:
-                    session.connections.release()
-                    raise
+                # A connection, then memory (Session.slot_and_buffer), then the
+                # GET: at most the memory budget's worth of ranges wait for the
+                # writer.
+                buf = await session.slot_and_buffer(part)
                 start_owning(tg, fetch(index, buf), give_back(buf))
     except BaseExceptionGroup as eg:
         raise first_error(eg) from eg

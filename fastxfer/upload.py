@@ -128,24 +128,16 @@ async def _upload(session: Session, job: UploadJob, reader: Reader, tracker: _Tr
     # read its first part, which decides between one PUT and multipart.
     single = size is not None
     first_len = size if size is not None else part_size
-    # A known size takes the connection slot, then the memory, in the order
-    # every part of every transfer takes them (_parts_and_complete, stream.py):
-    # small files holding buffers while they wait for a connection, and parts
-    # holding connections while they wait for memory, would otherwise block
-    # each other for good once more transfers run than connections (the tuner
-    # lowers the count; the transfers allowed at once stay).  A stream of
-    # unknown size reads before it holds a connection (it may read for long):
-    # its one buffer is the exception, harmless while the memory budget holds
-    # more than a part for each such stream.
+    # A known size takes the connection slot, then the memory, as every part
+    # does (Session.slot_and_buffer says why).  A stream of unknown size reads
+    # before it holds a connection (it may read for long): its one buffer is the
+    # exception, harmless while the memory budget holds more than a part for
+    # each such stream.
     held = single
     if held:
-        await session.connections.acquire(Priority.DATA)
-    try:
+        buf = await session.slot_and_buffer(max(first_len, 1))
+    else:
         buf = await pool.get(max(first_len, 1))
-    except BaseException:
-        if held:
-            session.connections.release()
-        raise
     try:
         n = await reader.readinto(memoryview(buf)[:first_len])
         at_eof = n < first_len or (size is not None and n == size)
@@ -544,12 +536,7 @@ async def _parts_and_complete(
                     # slot, then the memory, and only then read the part, so parts
                     # are read no faster than they can be sent (few buffers, few
                     # fresh pages) and never beyond the memory budget.
-                    await session.connections.acquire(Priority.DATA)
-                    try:
-                        buf = await pool.get(part_size)
-                    except BaseException:
-                        session.connections.release()
-                        raise
+                    buf = await session.slot_and_buffer(part_size)
                     held = True
                     try:
                         n = await reader.readinto(memoryview(buf)[:part_size])
