@@ -117,6 +117,10 @@ def test_prefetch_follows_the_read_order_a_window_ahead(
     with BlockingTransferManager(moto_config()) as xfer:
         pre = Prefetcher(xfer, moto_bucket, spool_dir, max_files=window, max_bytes=64 * MiB)
         pre.schedule([(n, f"dup/{n}", len(datas[n]), None) for n in order])
+        # duplicity reads its manifest between the batch and the first volume; without
+        # that pause the second GET's arrival at the in-process server raced the first
+        # take on a loaded machine (one CI failure), not the prefetcher's order.
+        time.sleep(0.2)
         taken_at: dict[str, float] = {}
         for name in order:
             future = pre.take(name)
